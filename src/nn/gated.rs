@@ -1,0 +1,456 @@
+//! The tutorial's conditioner network: [`ConcatElu`], [`LayerNormChannels`], [`GatedConv`] and
+//! [`GatedConvNet`], with the PyTorch module tree's tensor names (DESIGN.md §5).
+//!
+//! Channel counts are type-level [`ConstDim`]s (`Const<32>`, or `Doubled<32>` where the tutorial
+//! writes `2 * c_hidden`), so every weight has a compile-time shape and dfdx's `build_module`,
+//! optimizers and safetensors work unchanged.
+use crate::nn::conv::ConvDevice;
+use crate::shape::Double;
+use crate::{FlowDevice, FlowDtype};
+use dfdx::prelude::*;
+use rand_distr::Uniform;
+
+/// `ELU(x) = x` for `x > 0`, `exp(x) - 1` otherwise (α = 1), by composition of dfdx ops.
+fn elu<S: Shape, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+) -> Result<Tensor<S, E, D, T>, D::Err> {
+    // elu(x) = relu(x) + exp(-relu(-x)) - 1: both terms have a gradient everywhere.
+    let pos = x.retaped::<T>().try_relu()?;
+    let neg = x
+        .try_negate()?
+        .try_relu()?
+        .try_negate()?
+        .try_exp()?
+        .try_sub(E::ONE)?;
+    pos.try_add(neg)
+}
+
+/// Concatenated ELU: `cat([elu(x), elu(-x)], channels)`, doubling the channels. No parameters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConcatElu;
+
+impl ZeroSizedModule for ConcatElu {}
+impl NonMutableModule for ConcatElu {}
+
+impl ConcatElu {
+    /// Applies the activation to a batch of images with `C` channels.
+    pub fn try_apply<
+        C: Dim + Double,
+        H: Dim,
+        W: Dim,
+        E: FlowDtype,
+        D: FlowDevice<E>,
+        T: Tape<E, D>,
+    >(
+        x: Tensor<(usize, C, H, W), E, D, T>,
+    ) -> Result<Tensor<(usize, C::Output, H, W), E, D, T>, D::Err> {
+        let (b, c, h, w) = *x.shape();
+        let x = x
+            .try_realize::<(usize, usize, H, W)>()
+            .unwrap_or_else(|_| unreachable!());
+        let a = elu(x.retaped::<T>())?;
+        let n = elu(x.try_negate()?)?;
+        let out = (a, n).try_concat_along(Axis::<1>)?;
+        debug_assert_eq!(out.shape().1, 2 * c.size());
+        let _ = (b, h, w);
+        Ok(out
+            .try_realize()
+            .unwrap_or_else(|_| unreachable!("2·C channels")))
+    }
+}
+
+/// A `K`×`K` same-padded convolution from `CI` to `CO` channels with bias, named like PyTorch's
+/// `nn.Conv2d` (`weight` (CO, CI, K, K), `bias` (CO)). Initialised like PyTorch: weight and bias
+/// ~ U(−1/√fan_in, 1/√fan_in), fan_in = CI·K·K.
+#[derive(Clone, Debug)]
+pub struct Conv2d<CI: ConstDim, CO: ConstDim, const K: usize, E: Dtype, D: Storage<E>> {
+    /// Kernel, (CO, CI, K, K).
+    pub weight: Tensor<(CO, CI, Const<K>, Const<K>), E, D>,
+    /// Bias, (CO,).
+    pub bias: Tensor<(CO,), E, D>,
+}
+
+fn torch_uniform<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
+    t: &mut Tensor<S, E, D>,
+    fan_in: usize,
+) -> Result<(), D::Err> {
+    let bound = E::ONE / E::from_usize(fan_in).unwrap().sqrt();
+    t.try_fill_with_distr(Uniform::new(-bound, bound))
+}
+
+impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: FlowDevice<E>>
+    TensorCollection<E, D> for Conv2d<CI, CO, K, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = Conv2d<CI, CO, K, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_with(|t| torch_uniform(t, CI::SIZE * K * K)),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.bias,
+                    |s| &mut s.bias,
+                    TensorOptions::reset_with(|t| torch_uniform(t, CI::SIZE * K * K)),
+                ),
+            ),
+            |(weight, bias)| Conv2d { weight, bias },
+        )
+    }
+}
+
+impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
+    for Conv2d<CI, CO, K, E, D>
+{
+    type Built = Self;
+}
+
+impl<CI: ConstDim, CO: ConstDim, const K: usize, E: Dtype, D: Storage<E>> NonMutableModule
+    for Conv2d<CI, CO, K, E, D>
+{
+}
+
+impl<CI, CO, const K: usize, H, W, E, D, T> Module<Tensor<(usize, CI, H, W), E, D, T>>
+    for Conv2d<CI, CO, K, E, D>
+where
+    CI: ConstDim,
+    CO: ConstDim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(usize, CO, H, W), E, D, T>;
+    type Error = D::Err;
+    fn try_forward(&self, x: Tensor<(usize, CI, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        D::try_conv2d_same(x, &self.weight, &self.bias)
+    }
+}
+
+/// Layer normalisation across the channels of each pixel: biased variance, `eps = 1e-5`, then a
+/// per-channel affine map with `gamma` (1, C, 1, 1) starting at 1 and `beta` starting at 0.
+#[derive(Clone, Debug)]
+pub struct LayerNormChannels<C: ConstDim, E: Dtype, D: Storage<E>> {
+    /// Scale, (1, C, 1, 1).
+    pub gamma: Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>,
+    /// Shift, (1, C, 1, 1).
+    pub beta: Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>,
+}
+
+/// The tutorial's `eps` of [`LayerNormChannels`].
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+impl<C: ConstDim, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>
+    for LayerNormChannels<C, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = LayerNormChannels<C, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor(
+                    "gamma",
+                    |s| &s.gamma,
+                    |s| &mut s.gamma,
+                    TensorOptions::reset_to_ones(),
+                ),
+                Self::tensor(
+                    "beta",
+                    |s| &s.beta,
+                    |s| &mut s.beta,
+                    TensorOptions::reset_to_zeros(),
+                ),
+            ),
+            |(gamma, beta)| LayerNormChannels { gamma, beta },
+        )
+    }
+}
+
+impl<C: ConstDim, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
+    for LayerNormChannels<C, E, D>
+{
+    type Built = Self;
+}
+
+impl<C: ConstDim, E: Dtype, D: Storage<E>> NonMutableModule for LayerNormChannels<C, E, D> {}
+
+/// Broadcasts a (1, C, 1, 1) parameter to a batch shape, keeping its gradient (the tape goes
+/// on the parameter before the reshape: DESIGN.md §7.2).
+fn channel_param<C: ConstDim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+    p: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>,
+    shape: &(usize, C, H, W),
+) -> Result<Tensor<(usize, C, H, W), E, D, T>, D::Err> {
+    p.retaped::<T>()
+        .try_reshape_like(&(shape.1,))?
+        .try_broadcast_like(shape)
+}
+
+impl<C, H, W, E, D, T> Module<Tensor<(usize, C, H, W), E, D, T>> for LayerNormChannels<C, E, D>
+where
+    C: ConstDim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(usize, C, H, W), E, D, T>;
+    type Error = D::Err;
+    fn try_forward(&self, x: Tensor<(usize, C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        let shape = *x.shape();
+        let y = x.try_normalize::<Axis<1>>(LAYER_NORM_EPS)?;
+        let y = y.try_mul(channel_param::<C, H, W, E, D, T>(&self.gamma, &shape)?)?;
+        y.try_add(channel_param::<C, H, W, E, D, T>(&self.beta, &shape)?)
+    }
+}
+
+/// Two-layer convolutional ResNet block with an input gate:
+/// `net = [ConcatELU, Conv3x3(2C→C), ConcatELU, Conv1x1(2C→2C)]`, `val, gate = chunk(net(x))`,
+/// `out = x + val · σ(gate)`. Tensor names `net.1.*`, `net.3.*`.
+#[derive(Clone, Debug)]
+pub struct GatedConv<C: ConstDim + Double, E: Dtype, D: Storage<E>> {
+    /// `net.1`: 3×3 convolution, 2C → C.
+    pub conv_in: Conv2d<C::Output, C, 3, E, D>,
+    /// `net.3`: 1×1 convolution, 2C → 2C.
+    pub conv_gate: Conv2d<C::Output, C::Output, 1, E, D>,
+}
+
+impl<C: ConstDim + Double, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>
+    for GatedConv<C, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = GatedConv<C, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::module("net.1", |s| &s.conv_in, |s| &mut s.conv_in),
+                Self::module("net.3", |s| &s.conv_gate, |s| &mut s.conv_gate),
+            ),
+            |(conv_in, conv_gate)| GatedConv { conv_in, conv_gate },
+        )
+    }
+}
+
+impl<C: ConstDim + Double, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
+    for GatedConv<C, E, D>
+{
+    type Built = Self;
+}
+
+impl<C: ConstDim + Double, E: Dtype, D: Storage<E>> NonMutableModule for GatedConv<C, E, D> {}
+
+/// Splits a (batch, 2C, H, W) tensor into its two channel halves (PyTorch's `chunk(2, dim=1)`).
+///
+/// Both halves are slices of one tensor that nothing else reads, so dfdx's CPU slice backward
+/// (which assigns rather than adds: DESIGN.md §7.1) writes disjoint regions and stays correct.
+#[allow(clippy::type_complexity)]
+pub(crate) fn chunk2<
+    C2: Dim,
+    C: ConstDim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<(usize, C2, H, W), E, D, T>,
+) -> Result<
+    (
+        Tensor<(usize, C, H, W), E, D, T>,
+        Tensor<(usize, C, H, W), E, D, T>,
+    ),
+    D::Err,
+> {
+    let c = C::SIZE;
+    assert_eq!(
+        x.shape().1.size(),
+        2 * c,
+        "chunk2: channel count must be 2·C"
+    );
+    let first = x.retaped::<T>().try_slice((.., 0..c, .., ..))?;
+    let second = x.try_slice((.., c..2 * c, .., ..))?;
+    let first = first
+        .try_realize()
+        .unwrap_or_else(|_| unreachable!("C channels"));
+    let second = second
+        .try_realize()
+        .unwrap_or_else(|_| unreachable!("C channels"));
+    Ok((first, second))
+}
+
+impl<C, H, W, E, D, T> Module<Tensor<(usize, C, H, W), E, D, T>> for GatedConv<C, E, D>
+where
+    C: ConstDim + Double,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(usize, C, H, W), E, D, T>;
+    type Error = D::Err;
+    fn try_forward(&self, x: Tensor<(usize, C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        let h = ConcatElu::try_apply(x.retaped::<T>())?;
+        let h = self.conv_in.try_forward(h)?;
+        let h = ConcatElu::try_apply(h)?;
+        let h = self.conv_gate.try_forward(h)?;
+        let (val, gate) = chunk2::<_, C, H, W, E, D, T>(h)?;
+        x.try_add(val.try_mul(gate.try_sigmoid()?)?)
+    }
+}
+
+/// The conditioner network of a coupling layer (the tutorial's `GatedConvNet`):
+/// `[Conv3x3(CIn→CH), (GatedConv(CH), LayerNormChannels(CH)) × 3, ConcatELU, Conv3x3(2CH→COut)]`
+/// with tensor names `nn.0` … `nn.8`. The final convolution starts at zero, so a fresh coupling
+/// layer is the identity.
+#[derive(Clone, Debug)]
+pub struct GatedConvNet<
+    CIn: ConstDim,
+    CH: ConstDim + Double,
+    COut: ConstDim,
+    E: Dtype,
+    D: Storage<E>,
+> {
+    /// `nn.0`: 3×3 convolution, CIn → CH.
+    pub conv_in: Conv2d<CIn, CH, 3, E, D>,
+    /// `nn.1`, `nn.3`, `nn.5`: gated ResNet blocks.
+    pub blocks: [GatedConv<CH, E, D>; 3],
+    /// `nn.2`, `nn.4`, `nn.6`: layer norms after each block.
+    pub norms: [LayerNormChannels<CH, E, D>; 3],
+    /// `nn.8`: 3×3 convolution, 2CH → COut, zero-initialised.
+    pub conv_out: Conv2d<CH::Output, COut, 3, E, D>,
+}
+
+impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: FlowDevice<E>>
+    TensorCollection<E, D> for GatedConvNet<CIn, CH, COut, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = GatedConvNet<CIn, CH, COut, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                (
+                    Self::module("nn.0", |s| &s.conv_in, |s| &mut s.conv_in),
+                    Self::module("nn.1", |s| &s.blocks[0], |s| &mut s.blocks[0]),
+                    Self::module("nn.2", |s| &s.norms[0], |s| &mut s.norms[0]),
+                    Self::module("nn.3", |s| &s.blocks[1], |s| &mut s.blocks[1]),
+                    Self::module("nn.4", |s| &s.norms[1], |s| &mut s.norms[1]),
+                    Self::module("nn.5", |s| &s.blocks[2], |s| &mut s.blocks[2]),
+                ),
+                Self::module("nn.6", |s| &s.norms[2], |s| &mut s.norms[2]),
+                Self::tensor(
+                    "nn.8.weight",
+                    |s| &s.conv_out.weight,
+                    |s| &mut s.conv_out.weight,
+                    TensorOptions::reset_to_zeros(),
+                ),
+                Self::tensor(
+                    "nn.8.bias",
+                    |s| &s.conv_out.bias,
+                    |s| &mut s.conv_out.bias,
+                    TensorOptions::reset_to_zeros(),
+                ),
+            ),
+            |((conv_in, b0, n0, b1, n1, b2), n2, weight, bias)| GatedConvNet {
+                conv_in,
+                blocks: [b0, b1, b2],
+                norms: [n0, n1, n2],
+                conv_out: Conv2d { weight, bias },
+            },
+        )
+    }
+}
+
+impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: FlowDevice<E>>
+    BuildOnDevice<D, E> for GatedConvNet<CIn, CH, COut, E, D>
+{
+    type Built = Self;
+}
+
+impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: Dtype, D: Storage<E>> NonMutableModule
+    for GatedConvNet<CIn, CH, COut, E, D>
+{
+}
+
+/// A network that maps `CIn`-channel images to `COut`-channel images of the same size: the
+/// conditioner of a coupling layer.
+pub trait Conditioner<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D> {
+    /// Input channels.
+    type CIn: ConstDim;
+    /// Output channels.
+    type COut: ConstDim;
+    /// Applies the network.
+    #[allow(clippy::type_complexity)]
+    fn try_condition<H: Dim, W: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, Self::CIn, H, W), E, D, T>,
+    ) -> Result<Tensor<(usize, Self::COut, H, W), E, D, T>, D::Err>;
+    /// Hidden channels, for summaries.
+    fn hidden(&self) -> usize;
+}
+
+impl<CIn, CH, COut, E, D> Conditioner<E, D> for GatedConvNet<CIn, CH, COut, E, D>
+where
+    CIn: ConstDim,
+    CH: ConstDim + Double,
+    COut: ConstDim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    type CIn = CIn;
+    type COut = COut;
+
+    fn try_condition<H: Dim, W: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, CIn, H, W), E, D, T>,
+    ) -> Result<Tensor<(usize, COut, H, W), E, D, T>, D::Err> {
+        let mut h = self.conv_in.try_forward(x)?;
+        for (block, norm) in self.blocks.iter().zip(&self.norms) {
+            h = block.try_forward(h)?;
+            h = norm.try_forward(h)?;
+        }
+        let h = ConcatElu::try_apply(h)?;
+        self.conv_out.try_forward(h)
+    }
+
+    fn hidden(&self) -> usize {
+        CH::SIZE
+    }
+}
+
+impl<CIn, CH, COut, H, W, E, D, T> Module<Tensor<(usize, CIn, H, W), E, D, T>>
+    for GatedConvNet<CIn, CH, COut, E, D>
+where
+    CIn: ConstDim,
+    CH: ConstDim + Double,
+    COut: ConstDim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(usize, COut, H, W), E, D, T>;
+    type Error = D::Err;
+    fn try_forward(&self, x: Tensor<(usize, CIn, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        self.try_condition(x)
+    }
+}
+
+// Keep ConvDevice in scope for the `D::try_conv2d_same` call above.
+#[allow(unused_imports)]
+use ConvDevice as _;

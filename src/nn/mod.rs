@@ -1,0 +1,6 @@
+//! The conditioner networks of the coupling layers: convolutions and the tutorial's gated ResNet.
+pub mod conv;
+pub mod gated;
+
+pub use conv::ConvDevice;
+pub use gated::{ConcatElu, Conditioner, Conv2d, GatedConv, GatedConvNet, LayerNormChannels};

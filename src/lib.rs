@@ -33,6 +33,7 @@ pub mod layers;
 pub mod model;
 pub mod models;
 pub mod nn;
+pub mod params;
 pub mod shape;
 
 pub use flow::{Chain, Flow, FlowCtx, ImgShape, LayerInfo, Ldj};

@@ -77,6 +77,11 @@ cond_tuple!(A 0, B 1, C 2, F 3, G 4, H 5; 5, 4, 3, 2, 1, 0);
 /// then `v = (x + u) / 256` and the scaled logit, accumulating every log-determinant like the
 /// tutorial. The sampling direction is uniform dequantization's: `⌊…⌋` of the inverse logit.
 ///
+/// Like the tutorial, the learned noise leaves the sigmoid as `(σ(z) − α/2)/(1 − α)`, which
+/// lies in `(−α/2, 1 + α/2)/(1 − α)` rather than `[0, 1)`: where the inner flows saturate, a
+/// dequantized value can spill up to ~5·10⁻⁶ levels into the neighbouring bin, and that pixel
+/// then samples back one level off. Kept for parity with the reference implementation.
+///
 /// Tensor names: `flows.{k}.…` for the inner couplings.
 #[derive(Clone, Debug)]
 pub struct VariationalDequantization<const C: usize, const H: usize, const W: usize, F> {

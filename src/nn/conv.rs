@@ -208,6 +208,11 @@ fn conv_forward<E: 'static + Float + Send + Sync>(
     out
 }
 
+/// Images per task in the backward pass. The weight gradient is summed per chunk and the
+/// chunk sums are then added in a fixed order, so results do not depend on the thread count
+/// or on scheduling (training is reproducible from a seed).
+const BACKWARD_CHUNK: usize = 4;
+
 /// Backward pass: returns (grad x, grad weight, grad bias) for the output gradient `grad_out`.
 fn conv_backward<E: 'static + Float + Send + Sync>(
     d: &ConvDims,
@@ -218,31 +223,29 @@ fn conv_backward<E: 'static + Float + Send + Sync>(
     let (hw, patch) = (d.hw(), d.patch());
     let mut grad_x = vec![E::zero(); d.batch * d.c_in * hw];
     let zeros = |n| vec![E::zero(); n];
-    let (grad_w, grad_b) = grad_out
-        .par_chunks(d.c_out * hw)
-        .zip(x.par_chunks(d.c_in * hw))
-        .zip(grad_x.par_chunks_mut(d.c_in * hw))
-        .fold(
-            || {
-                let scratch = if d.kernel == 1 { 0 } else { patch * hw };
-                (
-                    zeros(d.c_out * patch),
-                    zeros(d.c_out),
-                    zeros(scratch),
-                    zeros(scratch),
-                )
-            },
-            |(mut gw, mut gb, mut cols, mut gcols), ((go, img), gx)| {
+    let partials: Vec<(Vec<E>, Vec<E>)> = grad_out
+        .par_chunks(BACKWARD_CHUNK * d.c_out * hw)
+        .zip(x.par_chunks(BACKWARD_CHUNK * d.c_in * hw))
+        .zip(grad_x.par_chunks_mut(BACKWARD_CHUNK * d.c_in * hw))
+        .map(|((go_chunk, x_chunk), gx_chunk)| {
+            let scratch = if d.kernel == 1 { 0 } else { patch * hw };
+            let (mut gw, mut gb) = (zeros(d.c_out * patch), zeros(d.c_out));
+            let (mut cols, mut gcols) = (zeros(scratch), zeros(scratch));
+            let images = go_chunk
+                .chunks(d.c_out * hw)
+                .zip(x_chunk.chunks(d.c_in * hw))
+                .zip(gx_chunk.chunks_mut(d.c_in * hw));
+            for ((go, img), gx) in images {
                 for (co, row) in go.chunks(hw).enumerate() {
                     gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
                 }
-                // grad weight += grad_out (c_out × hw) · colsᵀ (hw × patch)
                 let cols_ref: &[E] = if d.kernel == 1 {
                     img
                 } else {
                     im2col(d, img, &mut cols);
                     &cols
                 };
+                // grad weight += grad_out (c_out × hw) · colsᵀ (hw × patch)
                 gemm_into(
                     (d.c_out, patch, hw),
                     &mut gw,
@@ -252,7 +255,7 @@ fn conv_backward<E: 'static + Float + Send + Sync>(
                     cols_ref,
                     (1, hw),
                 );
-                // grad cols = weightᵀ (patch × c_out) · grad_out (c_out × hw)
+                // grad cols = weightᵀ (patch × c_out) · grad_out (c_out × hw), folded onto x
                 if d.kernel == 1 {
                     gemm_into(
                         (patch, hw, d.c_out),
@@ -275,18 +278,15 @@ fn conv_backward<E: 'static + Float + Send + Sync>(
                     );
                     col2im_add(d, &gcols, gx);
                 }
-                (gw, gb, cols, gcols)
-            },
-        )
-        .map(|(gw, gb, _, _)| (gw, gb))
-        .reduce(
-            || (zeros(d.c_out * patch), zeros(d.c_out)),
-            |(mut gw, mut gb), (gw2, gb2)| {
-                gw.iter_mut().zip(gw2).for_each(|(a, b)| *a = *a + b);
-                gb.iter_mut().zip(gb2).for_each(|(a, b)| *a = *a + b);
-                (gw, gb)
-            },
-        );
+            }
+            (gw, gb)
+        })
+        .collect();
+    let (mut grad_w, mut grad_b) = (zeros(d.c_out * patch), zeros(d.c_out));
+    for (gw, gb) in partials {
+        add_into(&mut grad_w, &gw);
+        add_into(&mut grad_b, &gb);
+    }
     (grad_x, grad_w, grad_b)
 }
 

@@ -1,0 +1,99 @@
+//! Walking a model's tensors: names and shapes, and perturbing parameters for tests.
+use crate::{FlowDevice, FlowDtype};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
+};
+use dfdx::prelude::*;
+use rand_distr::Uniform;
+
+/// One named tensor of a model: its checkpoint name, shape, and whether it is trained.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TensorEntry {
+    /// Name, equal to the PyTorch `state_dict` key, e.g. `flows.1.network.nn.0.weight`.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// `false` for buffers such as coupling masks.
+    pub trainable: bool,
+}
+
+struct NameCollector(Vec<TensorEntry>);
+
+impl<E: Dtype, D: Device<E>> TensorVisitor<E, D> for NameCollector {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        (t, name): (&Tensor<S, E, D>, String),
+    ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
+        self.0.push(TensorEntry {
+            name,
+            shape: t.shape().concrete().into_iter().collect(),
+            trainable: opts.do_gradient_update,
+        });
+        Ok(None)
+    }
+}
+
+/// Lists every tensor of a model (parameters and buffers) in visiting order.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use dfdx_flows::{params::tensor_entries, prelude::*};
+/// let dev: Cpu = Default::default();
+/// let model = simple_flow::<f32, _>(&dev).unwrap();
+/// let names = tensor_entries(&model);
+/// assert!(names.iter().any(|t| t.name == "flows.8.network.nn.8.bias" && t.shape == [2]));
+/// ```
+pub fn tensor_entries<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    model: &M,
+) -> Vec<TensorEntry> {
+    let mut collector = NameCollector(Vec::new());
+    let walked = M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut collector,
+    });
+    walked.expect("listing tensors does not allocate");
+    collector.0
+}
+
+struct Perturb {
+    scale: f64,
+}
+
+impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for Perturb {
+    type Viewer = ViewTensorMut;
+    type Err = D::Err;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        t: &mut Tensor<S, E, D>,
+    ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
+        if opts.do_gradient_update {
+            let s = E::from_f64(self.scale).unwrap();
+            let noise = t.device().try_sample_like(t.shape(), Uniform::new(-s, s))?;
+            *t = t.clone().try_add(noise)?;
+        }
+        Ok(None)
+    }
+}
+
+/// Adds `U(−scale, scale)` noise to every trainable tensor, so that zero-initialised layers
+/// (each coupling's final convolution) stop being the identity. For tests and fixtures.
+pub fn perturb_params<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    model: &mut M,
+    scale: f64,
+) -> Result<(), D::Err> {
+    M::iter_tensors(&mut RecursiveWalker {
+        m: model,
+        f: &mut Perturb { scale },
+    })?;
+    Ok(())
+}

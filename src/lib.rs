@@ -26,6 +26,8 @@
 //! assert!(bpd.array()[0] > 0.0);
 //! ```
 #![warn(missing_docs)]
+// Tensor types with tapes and shapes are long by nature; aliases would only hide them.
+#![allow(clippy::type_complexity)]
 
 pub mod cli;
 pub mod flow;

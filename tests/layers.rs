@@ -260,14 +260,14 @@ fn variational_dequantization_noise_depends_on_the_image() {
     let (za, _) = forward(
         &layer,
         &dev,
-        &vec![10.0; 16],
+        &[10.0; 16],
         1,
         &mut FlowCtx::with_noise(noise.clone()),
     );
     let (zb, _) = forward(
         &layer,
         &dev,
-        &vec![200.0; 16],
+        &[200.0; 16],
         1,
         &mut FlowCtx::with_noise(noise.clone()),
     );
@@ -275,14 +275,14 @@ fn variational_dequantization_noise_depends_on_the_image() {
     let (ua, _) = forward(
         &uniform,
         &dev,
-        &vec![10.0; 16],
+        &[10.0; 16],
         1,
         &mut FlowCtx::with_noise(noise.clone()),
     );
     let (ub, _) = forward(
         &uniform,
         &dev,
-        &vec![200.0; 16],
+        &[200.0; 16],
         1,
         &mut FlowCtx::with_noise(noise),
     );

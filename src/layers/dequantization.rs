@@ -53,15 +53,11 @@ pub(crate) fn cst<E: FlowDtype>(v: f64) -> E {
 
 /// The scaled logit with its log-determinant (the tutorial's `sigmoid(reverse=True)`):
 /// `v ↦ logit(v (1 − α) + α/2)`.
-pub(crate) fn logit_with_ldj<S: Shape, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
-    v: Tensor<S, E, D, T>,
+pub(crate) fn logit_with_ldj<C: Dim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+    v: Tensor<(usize, C, H, W), E, D, T>,
     ldj: Ldj<E, D, T>,
     alpha: f64,
-) -> Result<(Tensor<S, E, D, T>, Ldj<E, D, T>), D::Err>
-where
-    S: ReduceShapeTo<(usize,), <S as HasAxes4>::Rest>,
-    S: HasAxes4,
-{
+) -> Result<(Tensor<(usize, C, H, W), E, D, T>, Ldj<E, D, T>), D::Err> {
     let numel = v.shape().num_elements() / v.shape().concrete()[0];
     let v = v
         .try_mul(cst::<E>(1.0 - alpha))?
@@ -74,21 +70,17 @@ where
         .retaped::<T>()
         .try_add(log_1mv.retaped::<T>())?
         .try_negate()?;
-    let ldj = ldj.try_add(log_det.try_sum::<(usize,), _>()?)?;
+    let ldj = ldj.try_add(log_det.try_sum::<(usize,), Axes3<1, 2, 3>>()?)?;
     Ok((log_v.try_sub(log_1mv)?, ldj))
 }
 
 /// The scaled sigmoid with its log-determinant (the tutorial's `sigmoid(reverse=False)`):
 /// `z ↦ (σ(z) − α/2) / (1 − α)`.
-pub(crate) fn sigmoid_with_ldj<S: Shape, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
-    z: Tensor<S, E, D, T>,
+pub(crate) fn sigmoid_with_ldj<C: Dim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+    z: Tensor<(usize, C, H, W), E, D, T>,
     ldj: Ldj<E, D, T>,
     alpha: f64,
-) -> Result<(Tensor<S, E, D, T>, Ldj<E, D, T>), D::Err>
-where
-    S: ReduceShapeTo<(usize,), <S as HasAxes4>::Rest>,
-    S: HasAxes4,
-{
+) -> Result<(Tensor<(usize, C, H, W), E, D, T>, Ldj<E, D, T>), D::Err> {
     let numel = z.shape().num_elements() / z.shape().concrete()[0];
     // log σ'(z) = −z − 2 softplus(−z), with softplus(y) = relu(y) + ln(1 + e^{−|y|}) (stable).
     let neg = z.retaped::<T>().try_negate()?;
@@ -101,22 +93,13 @@ where
             .try_ln()?,
     )?;
     let log_det = neg.try_sub(softplus.try_mul(cst::<E>(2.0))?)?;
-    let ldj = ldj.try_add(log_det.try_sum::<(usize,), _>()?)?;
+    let ldj = ldj.try_add(log_det.try_sum::<(usize,), Axes3<1, 2, 3>>()?)?;
     let ldj = ldj.try_sub(cst::<E>((1.0 - alpha).ln() * numel as f64))?;
     let z = z
         .try_sigmoid()?
         .try_sub(cst::<E>(0.5 * alpha))?
         .try_div(cst::<E>(1.0 - alpha))?;
     Ok((z, ldj))
-}
-
-/// Axes `1, 2, 3` of a rank-4 shape: the dimensions of one image.
-pub trait HasAxes4: Shape {
-    /// The axes to sum over.
-    type Rest: Axes;
-}
-impl<A: Dim, B: Dim, C: Dim, D: Dim> HasAxes4 for (A, B, C, D) {
-    type Rest = Axes3<1, 2, 3>;
 }
 
 /// Draws the dequantization noise, or takes the caller's from the context.

@@ -53,7 +53,14 @@ pub(crate) fn cst<E: FlowDtype>(v: f64) -> E {
 
 /// The scaled logit with its log-determinant (the tutorial's `sigmoid(reverse=True)`):
 /// `v ↦ logit(v (1 − α) + α/2)`.
-pub(crate) fn logit_with_ldj<C: Dim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+pub(crate) fn logit_with_ldj<
+    C: Dim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+>(
     v: Tensor<(usize, C, H, W), E, D, T>,
     ldj: Ldj<E, D, T>,
     alpha: f64,
@@ -76,7 +83,14 @@ pub(crate) fn logit_with_ldj<C: Dim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice
 
 /// The scaled sigmoid with its log-determinant (the tutorial's `sigmoid(reverse=False)`):
 /// `z ↦ (σ(z) − α/2) / (1 − α)`.
-pub(crate) fn sigmoid_with_ldj<C: Dim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+pub(crate) fn sigmoid_with_ldj<
+    C: Dim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+>(
     z: Tensor<(usize, C, H, W), E, D, T>,
     ldj: Ldj<E, D, T>,
     alpha: f64,
@@ -123,7 +137,7 @@ pub(crate) fn dequant_noise<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
     }
 }
 
-/// Slack (in levels) added before flooring in [`quantize`].
+/// Slack (in levels) added before flooring when mapping latents back to pixel levels.
 pub const QUANTIZE_SLACK: f64 = 1e-9;
 
 /// Maps a latent back to integer pixel values: `⌊quants · (σ(z) − α/2) / (1 − α)⌋`, clamped.

@@ -108,9 +108,16 @@ fn gemm_into<E: 'static + Copy + Float>(
     }
 }
 
+/// The columns `x` of an output row whose tap `x + dx` lies inside a row of width `w`.
+fn valid_columns(w: usize, dx: isize) -> std::ops::Range<usize> {
+    let start = (-dx).max(0) as usize;
+    let end = (w as isize - dx).clamp(0, w as isize) as usize;
+    start.min(end)..end
+}
+
 /// Unfolds one image (c_in, H, W) into the im2col matrix (c_in·K·K, H·W), zero outside the image.
 fn im2col<E: Float>(d: &ConvDims, img: &[E], cols: &mut [E]) {
-    let (h, w, k) = (d.height as isize, d.width as isize, d.kernel);
+    let (h, w, k) = (d.height, d.width, d.kernel);
     let pad = (k / 2) as isize;
     let hw = d.hw();
     for c in 0..d.c_in {
@@ -119,22 +126,23 @@ fn im2col<E: Float>(d: &ConvDims, img: &[E], cols: &mut [E]) {
             for kx in 0..k {
                 let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
                 let (dy, dx) = (ky as isize - pad, kx as isize - pad);
+                let valid = valid_columns(w, dx);
                 for y in 0..h {
-                    let sy = y + dy;
-                    let out_row = &mut row[(y * w) as usize..((y + 1) * w) as usize];
-                    if sy < 0 || sy >= h {
-                        out_row.iter_mut().for_each(|v| *v = E::zero());
+                    let out_row = &mut row[y * w..(y + 1) * w];
+                    let sy = y as isize + dy;
+                    if sy < 0 || sy >= h as isize {
+                        out_row.fill(E::zero());
                         continue;
                     }
-                    let src_row = &plane[(sy * w) as usize..((sy + 1) * w) as usize];
-                    for (x, o) in out_row.iter_mut().enumerate() {
-                        let sx = x as isize + dx;
-                        *o = if sx < 0 || sx >= w {
-                            E::zero()
-                        } else {
-                            src_row[sx as usize]
-                        };
-                    }
+                    let src_row = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    // Interior: one contiguous copy; only the padding columns are zeroed.
+                    out_row[..valid.start].fill(E::zero());
+                    out_row[valid.end..].fill(E::zero());
+                    let (s0, s1) = (
+                        (valid.start as isize + dx) as usize,
+                        (valid.end as isize + dx) as usize,
+                    );
+                    out_row[valid.clone()].copy_from_slice(&src_row[s0..s1]);
                 }
             }
         }
@@ -143,7 +151,7 @@ fn im2col<E: Float>(d: &ConvDims, img: &[E], cols: &mut [E]) {
 
 /// Folds an im2col-shaped gradient back onto the image, adding overlapping taps.
 fn col2im_add<E: Float>(d: &ConvDims, cols: &[E], img: &mut [E]) {
-    let (h, w, k) = (d.height as isize, d.width as isize, d.kernel);
+    let (h, w, k) = (d.height, d.width, d.kernel);
     let pad = (k / 2) as isize;
     let hw = d.hw();
     for c in 0..d.c_in {
@@ -152,19 +160,19 @@ fn col2im_add<E: Float>(d: &ConvDims, cols: &[E], img: &mut [E]) {
             for kx in 0..k {
                 let row = &cols[((c * k + ky) * k + kx) * hw..][..hw];
                 let (dy, dx) = (ky as isize - pad, kx as isize - pad);
+                let valid = valid_columns(w, dx);
+                let (s0, s1) = (
+                    (valid.start as isize + dx) as usize,
+                    (valid.end as isize + dx) as usize,
+                );
                 for y in 0..h {
-                    let sy = y + dy;
-                    if sy < 0 || sy >= h {
+                    let sy = y as isize + dy;
+                    if sy < 0 || sy >= h as isize {
                         continue;
                     }
-                    let src = &row[(y * w) as usize..((y + 1) * w) as usize];
-                    let dst = &mut plane[(sy * w) as usize..((sy + 1) * w) as usize];
-                    for (x, g) in src.iter().enumerate() {
-                        let sx = x as isize + dx;
-                        if sx >= 0 && sx < w {
-                            dst[sx as usize] = dst[sx as usize] + *g;
-                        }
-                    }
+                    let src = &row[y * w + valid.start..y * w + valid.end];
+                    let dst = &mut plane[sy as usize * w + s0..sy as usize * w + s1];
+                    dst.iter_mut().zip(src).for_each(|(a, g)| *a = *a + *g);
                 }
             }
         }

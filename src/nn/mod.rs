@@ -1,5 +1,8 @@
 //! The conditioner networks of the coupling layers: convolutions and the tutorial's gated ResNet.
 pub mod conv;
+mod conv_compose;
+#[cfg(feature = "cuda")]
+mod conv_cuda;
 pub mod gated;
 
 pub use conv::ConvDevice;

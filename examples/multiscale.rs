@@ -1,0 +1,14 @@
+//! The tutorial's `multiscale` flow on MNIST: `cargo run --release --example multiscale -- --help`.
+//!
+//! Without arguments: train with the tutorial's settings, then write samples.
+use dfdx_flows::models::multiscale_flow;
+use std::process::ExitCode;
+
+// Training allocates and frees large tensors every step; mimalloc keeps them mapped instead of
+// returning them to the OS and faulting them back in.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    dfdx_flows::cli::run("multiscale", multiscale_flow)
+}

@@ -1,0 +1,363 @@
+//! Checkpoints: weights (safetensors, PyTorch `state_dict` names), optimizer state, and a JSON
+//! sidecar — written so that a kill at any moment leaves the previous checkpoint loadable.
+//!
+//! Layout under a run directory:
+//! ```text
+//! checkpoints/
+//!   last.json, best.json          pointers: {"dir": "step-00001170"}
+//!   step-00001170/
+//!     model.safetensors           weights and buffers, names like flows.1.network.nn.0.weight
+//!     optimizer.safetensors       Adam moments m/<name>, v/<name> (f64)
+//!     meta.json                   model, epoch, step, val bpd, config, crate version, shapes
+//! ```
+//! A checkpoint directory is written completely and fsync'd under a temporary name, renamed into
+//! place, and only then does a pointer file move to it (itself written to a temporary file,
+//! fsync'd and renamed). Directories no pointer names are removed afterwards.
+use crate::optim::{Adam, AdamSlot};
+use crate::params::{tensor_entries, TensorEntry};
+use crate::{FlowDevice, FlowDtype};
+use ::safetensors::tensor::{Dtype as SDtype, SafeTensors, TensorView};
+use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors, TensorCollection};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The sidecar of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointMeta {
+    /// Model name, e.g. `multiscale`.
+    pub model: String,
+    /// dfdx-flows version that wrote it.
+    pub crate_version: String,
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Batches done in the current (incomplete) epoch; 0 at an epoch boundary.
+    pub epoch_step: usize,
+    /// Optimizer steps taken (including skipped ones).
+    pub step: u64,
+    /// Validation bpd after the last completed epoch, if any.
+    pub val_bpd: Option<f64>,
+    /// Best validation bpd so far.
+    pub best_val_bpd: Option<f64>,
+    /// Steps skipped for non-finite loss or gradients so far.
+    pub skipped_steps: u64,
+    /// The training configuration, as the trainer wrote it.
+    pub config: serde_json::Value,
+    /// Every tensor of the model with its shape.
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// What went wrong with a checkpoint.
+#[derive(Debug)]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    Io(PathBuf, std::io::Error),
+    /// A file is not a valid safetensors or JSON file (truncated, corrupt).
+    Corrupt(PathBuf, String),
+    /// The checkpoint holds another model.
+    WrongModel {
+        /// The file.
+        path: PathBuf,
+        /// What differs, naming the first mismatched tensor and both shapes.
+        detail: String,
+    },
+    /// No checkpoint where one was expected.
+    Missing(PathBuf),
+}
+
+impl std::fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Self::Corrupt(p, e) => write!(
+                f,
+                "{} is truncated or corrupt ({e}); use another checkpoint or retrain",
+                p.display()
+            ),
+            Self::WrongModel { path, detail } => write!(
+                f,
+                "{} is a checkpoint of another architecture: {detail}",
+                path.display()
+            ),
+            Self::Missing(p) => write!(
+                f,
+                "no checkpoint at {} (train first, or pass the run directory with --out)",
+                p.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, CheckpointError> {
+    r.map_err(|e| CheckpointError::Io(path.to_path_buf(), e))
+}
+
+fn fsync_file(path: &Path) -> Result<(), CheckpointError> {
+    io(path, fs::File::open(path).and_then(|f| f.sync_all()))
+}
+
+fn fsync_dir(path: &Path) {
+    // Directory fsync makes the rename durable; not supported everywhere, so best effort.
+    if let Ok(d) = fs::File::open(path) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    {
+        let mut f = io(&tmp, fs::File::create(&tmp))?;
+        io(&tmp, f.write_all(bytes))?;
+        io(&tmp, f.sync_all())?;
+    }
+    io(path, fs::rename(&tmp, path))?;
+    fsync_dir(dir);
+    Ok(())
+}
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pointer {
+    dir: String,
+}
+
+/// Saves a checkpoint under `root` (the `checkpoints/` directory) and points `tags` (e.g.
+/// `["last"]` or `["last", "best"]`) at it.
+pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    root: &Path,
+    tags: &[&str],
+    model: &M,
+    adam: &Adam,
+    meta: &CheckpointMeta,
+) -> Result<PathBuf, CheckpointError> {
+    io(root, fs::create_dir_all(root))?;
+    let name = format!("step-{:08}", meta.step);
+    let final_dir = root.join(&name);
+    if !final_dir.exists() {
+        let tmp_dir = root.join(format!(".{name}.tmp"));
+        if tmp_dir.exists() {
+            io(&tmp_dir, fs::remove_dir_all(&tmp_dir))?;
+        }
+        io(&tmp_dir, fs::create_dir_all(&tmp_dir))?;
+        let weights = tmp_dir.join("model.safetensors");
+        model.save_safetensors(&weights).map_err(|e| {
+            CheckpointError::Corrupt(weights.clone(), format!("cannot write: {e:?}"))
+        })?;
+        fsync_file(&weights)?;
+        let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for slot in &adam.state {
+            moments.push((
+                format!("m/{}", slot.name),
+                f64_bytes(&slot.m),
+                vec![slot.m.len()],
+            ));
+            moments.push((
+                format!("v/{}", slot.name),
+                f64_bytes(&slot.v),
+                vec![slot.v.len()],
+            ));
+        }
+        let views: Vec<(String, TensorView)> = moments
+            .iter()
+            .map(|(n, b, s)| {
+                (
+                    n.clone(),
+                    TensorView::new(SDtype::F64, s.clone(), b).expect("consistent sizes"),
+                )
+            })
+            .collect();
+        let mut adam_meta = HashMap::new();
+        adam_meta.insert("step".to_string(), adam.step.to_string());
+        adam_meta.insert("lr".to_string(), adam.lr.to_string());
+        let opt_path = tmp_dir.join("optimizer.safetensors");
+        let bytes = ::safetensors::tensor::serialize(views, &Some(adam_meta)).map_err(|e| {
+            CheckpointError::Corrupt(opt_path.clone(), format!("cannot serialize: {e:?}"))
+        })?;
+        write_atomic(&opt_path, &bytes)?;
+        let meta_path = tmp_dir.join("meta.json");
+        write_atomic(
+            &meta_path,
+            serde_json::to_string_pretty(meta)
+                .expect("serializable")
+                .as_bytes(),
+        )?;
+        fsync_dir(&tmp_dir);
+        io(&final_dir, fs::rename(&tmp_dir, &final_dir))?;
+        fsync_dir(root);
+    }
+    for tag in tags {
+        let pointer = serde_json::to_vec(&Pointer { dir: name.clone() }).expect("serializable");
+        write_atomic(&root.join(format!("{tag}.json")), &pointer)?;
+    }
+    prune(root);
+    Ok(final_dir)
+}
+
+/// Removes checkpoint directories that no pointer names (best effort).
+fn prune(root: &Path) {
+    let keep: Vec<String> = ["last", "best"]
+        .iter()
+        .filter_map(|t| fs::read(root.join(format!("{t}.json"))).ok())
+        .filter_map(|b| serde_json::from_slice::<Pointer>(&b).ok())
+        .map(|p| p.dir)
+        .collect();
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("step-") && !keep.contains(&name) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// The directory a pointer (`last` or `best`) names, if any.
+pub fn resolve(root: &Path, tag: &str) -> Result<PathBuf, CheckpointError> {
+    let pointer = root.join(format!("{tag}.json"));
+    if !pointer.exists() {
+        return Err(CheckpointError::Missing(pointer));
+    }
+    let bytes = io(&pointer, fs::read(&pointer))?;
+    let p: Pointer = serde_json::from_slice(&bytes)
+        .map_err(|e| CheckpointError::Corrupt(pointer.clone(), e.to_string()))?;
+    Ok(root.join(p.dir))
+}
+
+/// Checks that a weights file holds exactly the tensors of `model` with the same shapes.
+pub fn check_weights<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    path: &Path,
+    model: &M,
+) -> Result<(), CheckpointError> {
+    let bytes = io(path, fs::read(path))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| CheckpointError::Corrupt(path.to_path_buf(), format!("{e:?}")))?;
+    for entry in tensor_entries(model) {
+        match st.tensor(&entry.name) {
+            Err(_) => {
+                return Err(CheckpointError::WrongModel {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "it has no tensor `{}` (expected shape {:?})",
+                        entry.name, entry.shape
+                    ),
+                })
+            }
+            Ok(view) if view.shape() != entry.shape.as_slice() => {
+                return Err(CheckpointError::WrongModel {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "tensor `{}` has shape {:?} in the file but {:?} in this model",
+                        entry.name,
+                        view.shape(),
+                        entry.shape
+                    ),
+                })
+            }
+            Ok(view) if view.dtype() != E::safe_dtype() => {
+                return Err(CheckpointError::WrongModel {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "tensor `{}` is {:?}, expected {:?}",
+                        entry.name,
+                        view.dtype(),
+                        E::safe_dtype()
+                    ),
+                })
+            }
+            Ok(_) => {}
+        }
+    }
+    let expected = tensor_entries(model).len();
+    if st.len() != expected {
+        return Err(CheckpointError::WrongModel {
+            path: path.to_path_buf(),
+            detail: format!("it has {} tensors, this model has {expected}", st.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Loads weights from a safetensors file into `model`, after checking names and shapes.
+pub fn load_weights<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    path: &Path,
+    model: &mut M,
+) -> Result<(), CheckpointError> {
+    check_weights(path, model)?;
+    model
+        .load_safetensors(path)
+        .map_err(|e| CheckpointError::Corrupt(path.to_path_buf(), format!("{e:?}")))
+}
+
+/// Loads the checkpoint `tag` (`last` or `best`) under `root` into `model`; returns the
+/// optimizer state and the sidecar. Checks the model name and every tensor's shape first.
+pub fn load<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    root: &Path,
+    tag: &str,
+    model_name: &str,
+    model: &mut M,
+) -> Result<(Adam, CheckpointMeta), CheckpointError> {
+    let dir = resolve(root, tag)?;
+    let meta_path = dir.join("meta.json");
+    let meta_bytes = io(&meta_path, fs::read(&meta_path))?;
+    let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes)
+        .map_err(|e| CheckpointError::Corrupt(meta_path.clone(), e.to_string()))?;
+    if meta.model != model_name {
+        return Err(CheckpointError::WrongModel {
+            path: meta_path,
+            detail: format!("it holds the `{}` model, not `{model_name}`", meta.model),
+        });
+    }
+    load_weights(&dir.join("model.safetensors"), model)?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let bytes = io(&opt_path, fs::read(&opt_path))?;
+    let corrupt = |e: String| CheckpointError::Corrupt(opt_path.clone(), e);
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(format!("{e:?}")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(format!("{e:?}")))?;
+    let extra = header.metadata().clone().unwrap_or_default();
+    let parse = |k: &str| {
+        extra
+            .get(k)
+            .ok_or_else(|| corrupt(format!("no `{k}` in its metadata")))
+    };
+    let mut adam = Adam::new(parse("lr")?.parse().map_err(|e| corrupt(format!("{e}")))?);
+    adam.step = parse("step")?
+        .parse()
+        .map_err(|e| corrupt(format!("{e}")))?;
+    let read = |name: &str| -> Result<Vec<f64>, CheckpointError> {
+        let view = st
+            .tensor(name)
+            .map_err(|e| corrupt(format!("{name}: {e:?}")))?;
+        Ok(view
+            .data()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    };
+    for entry in tensor_entries(model).into_iter().filter(|e| e.trainable) {
+        let (m_name, v_name) = (format!("m/{}", entry.name), format!("v/{}", entry.name));
+        if st.tensor(&m_name).is_err() {
+            continue; // no moments yet for this tensor (saved before the first update)
+        }
+        adam.state.push(AdamSlot {
+            name: entry.name,
+            m: read(&m_name)?,
+            v: read(&v_name)?,
+        });
+    }
+    Ok((adam, meta))
+}
+
+#[allow(unused_imports)]
+use dfdx::tensor::safetensors::SafeDtype as _;

@@ -1,0 +1,438 @@
+//! Training: the tutorial's recipe (Adam 1e-3, StepLR ×0.99 per epoch, batch 128, loss = bpd)
+//! with progress bars, per-epoch metrics, samples and atomic checkpoints, NaN guards, Ctrl-C
+//! handling and exact resume.
+use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
+use crate::flow::{Flow, FlowCtx, ImgShape};
+use crate::model::ImageFlow;
+use crate::optim::{Adam, UpdateOutcome};
+use crate::params::tensor_entries;
+use crate::viz::{save_grid, to_bytes, GridStyle};
+use crate::{FlowDevice, FlowDtype};
+use dfdx::prelude::*;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::prelude::*;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to train.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Epochs to train in total (a resumed run continues up to this count).
+    pub epochs: usize,
+    /// Images per batch (the last incomplete batch of an epoch is dropped, as in the tutorial).
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Learning-rate factor applied after every epoch (StepLR).
+    pub lr_decay: f64,
+    /// Seed of the shuffles and of the dequantization noise.
+    pub seed: u64,
+    /// Use only the first N training images (for quick runs).
+    pub max_train: Option<usize>,
+    /// Use only the first N validation images.
+    pub max_val: Option<usize>,
+    /// Consecutive skipped (non-finite) steps after which the run stops.
+    pub max_bad_steps: u64,
+    /// Samples drawn into a PNG after every epoch.
+    pub samples: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 200,
+            batch_size: 128,
+            lr: 1e-3,
+            lr_decay: 0.99,
+            seed: 42,
+            max_train: None,
+            max_val: None,
+            max_bad_steps: 10,
+            samples: 16,
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Learning rate used during the epoch.
+    pub lr: f64,
+    /// Mean training bpd over the epoch's applied steps.
+    pub train_bpd: f64,
+    /// Validation bpd (one fixed dequantization draw).
+    pub val_bpd: f64,
+    /// Wall-clock seconds of the epoch (training and validation).
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_sec: f64,
+    /// Steps skipped in the epoch for non-finite loss or gradients.
+    pub skipped_steps: u64,
+}
+
+/// Why training stopped early.
+#[derive(Debug)]
+pub enum TrainError {
+    /// Saving or loading a checkpoint failed.
+    Checkpoint(CheckpointError),
+    /// Other I/O (metrics, samples).
+    Io(PathBuf, String),
+    /// Too many consecutive non-finite steps; the last checkpoint was left as it was.
+    Diverged {
+        /// Consecutive bad steps.
+        bad_steps: u64,
+        /// The checkpoint to resume from.
+        last_checkpoint: Option<PathBuf>,
+    },
+    /// Ctrl-C: a checkpoint was written; resume with `--resume`.
+    Interrupted(PathBuf),
+    /// The device reported an error.
+    Device(String),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Checkpoint(e) => write!(f, "{e}"),
+            Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Self::Diverged {
+                bad_steps,
+                last_checkpoint,
+            } => {
+                write!(f, "training diverged: {bad_steps} consecutive steps had a NaN or infinite loss or gradient")?;
+                match last_checkpoint {
+                    Some(p) => write!(
+                        f,
+                        "; the last good checkpoint is {} (try a lower --lr and --resume)",
+                        p.display()
+                    ),
+                    None => write!(f, "; no checkpoint was written yet (try a lower --lr)"),
+                }
+            }
+            Self::Interrupted(p) => write!(
+                f,
+                "interrupted; checkpoint written to {} (continue with --resume)",
+                p.display()
+            ),
+            Self::Device(e) => write!(f, "device error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(e)
+    }
+}
+
+fn dev_err<T, Err: std::fmt::Debug>(r: Result<T, Err>) -> Result<T, TrainError> {
+    r.map_err(|e| TrainError::Device(format!("{e:?}")))
+}
+
+/// Where a run writes: `checkpoints/`, `metrics.jsonl`, `samples/epoch-NNN.png`.
+#[derive(Clone, Debug)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    /// The checkpoints directory.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.0.join("checkpoints")
+    }
+    /// The metrics file, one JSON object per epoch.
+    pub fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.jsonl")
+    }
+    /// The samples PNG of an epoch.
+    pub fn samples(&self, epoch: usize) -> PathBuf {
+        self.0.join("samples").join(format!("epoch-{epoch:03}.png"))
+    }
+}
+
+/// The uniform dequantization noise of one batch, from the run's seed and the step number, so
+/// that a resumed run draws exactly what an uninterrupted one would.
+fn noise_for<E: FlowDtype>(seed: u64, step: u64, len: usize) -> Vec<E> {
+    let mut rng = StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..len)
+        .map(|_| E::from_f64(rng.gen::<f64>()).unwrap())
+        .collect()
+}
+
+/// The order of the training images in an epoch.
+fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(
+        seed.wrapping_add(1_000_003 * epoch as u64),
+    ));
+    order
+}
+
+/// Validation bpd: mean over `images` (u8, image after image) with fixed noise, no tape.
+pub fn evaluate_bpd<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
+    model: &ImageFlow<F>,
+    dev: &D,
+    images: &[u8],
+    batch_size: usize,
+    seed: u64,
+) -> Result<f64, TrainError> {
+    let numel = F::In::NUMEL;
+    let n = images.len() / numel;
+    let mut total = 0.0;
+    for (b, chunk) in images.chunks(batch_size * numel).enumerate() {
+        let count = chunk.len() / numel;
+        let x = dev.tensor_from_vec(
+            chunk.iter().map(|v| E::from_u8(*v).unwrap()).collect(),
+            F::In::with_batch(count),
+        );
+        let mut ctx = FlowCtx::with_noise(noise_for::<E>(seed ^ 0x5EED, b as u64, chunk.len()));
+        let ll = dev_err(model.log_likelihood(x, &mut ctx))?;
+        total += ll.as_vec().iter().map(|v| v.to_f64().unwrap()).sum::<f64>();
+    }
+    Ok(-total / n as f64 * std::f64::consts::LOG2_E / numel as f64)
+}
+
+/// Trains `model` on `train` images (u8, image after image) and validates on `val`, writing
+/// into `run`. With `resume`, continues from `run`'s last checkpoint. Returns the metrics of
+/// the epochs run. `interrupt` is polled after every step (set it from a Ctrl-C handler).
+#[allow(clippy::too_many_arguments)]
+pub fn train<E, D, F>(
+    model: &mut ImageFlow<F>,
+    model_name: &str,
+    dev: &D,
+    train: &[u8],
+    val: &[u8],
+    config: &TrainConfig,
+    run: &RunDir,
+    resume: bool,
+    interrupt: Arc<AtomicBool>,
+) -> Result<Vec<EpochMetrics>, TrainError>
+where
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    F: Flow<E, D>,
+    ImageFlow<F>: TensorCollection<E, D>,
+{
+    let numel = F::In::NUMEL;
+    let n_train = (train.len() / numel).min(config.max_train.unwrap_or(usize::MAX));
+    let val = &val[..(val.len() / numel).min(config.max_val.unwrap_or(usize::MAX)) * numel];
+    let steps_per_epoch = n_train / config.batch_size;
+    assert!(
+        steps_per_epoch > 0,
+        "fewer training images ({n_train}) than one batch ({})",
+        config.batch_size
+    );
+    let ckpt_root = run.checkpoints();
+    std::fs::create_dir_all(run.0.join("samples"))
+        .map_err(|e| TrainError::Io(run.0.clone(), e.to_string()))?;
+
+    let mut adam = Adam::new(config.lr);
+    let mut meta = CheckpointMeta {
+        model: model_name.to_string(),
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        epoch: 0,
+        epoch_step: 0,
+        step: 0,
+        val_bpd: None,
+        best_val_bpd: None,
+        skipped_steps: 0,
+        config: serde_json::to_value(config).expect("serializable"),
+        tensors: tensor_entries(model),
+    };
+    let mut last_checkpoint = None;
+    if resume {
+        let (a, m) = checkpoint::load(&ckpt_root, "last", model_name, model)?;
+        adam = a;
+        meta = CheckpointMeta {
+            config: meta.config,
+            tensors: meta.tensors,
+            ..m
+        };
+        last_checkpoint = Some(checkpoint::resolve(&ckpt_root, "last")?);
+        eprintln!(
+            "resuming from epoch {} step {} ({})",
+            meta.epoch,
+            meta.step,
+            last_checkpoint.as_ref().unwrap().display()
+        );
+    }
+
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let epochs_bar = multi.add(ProgressBar::new(config.epochs as u64));
+    epochs_bar.set_style(
+        ProgressStyle::with_template("epochs {bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}")
+            .expect("template"),
+    );
+    epochs_bar.set_position(meta.epoch as u64);
+    let mut history = Vec::new();
+    let mut bad_in_a_row = 0u64;
+    let mut grads = model.alloc_grads();
+
+    while meta.epoch < config.epochs {
+        let epoch = meta.epoch + 1;
+        adam.lr = config.lr * config.lr_decay.powi(meta.epoch as i32);
+        let order = epoch_order(config.seed, meta.epoch, n_train);
+        let bar = multi.add(ProgressBar::new(steps_per_epoch as u64));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}",
+            )
+            .expect("template"),
+        );
+        bar.set_prefix(epoch.to_string());
+        bar.set_position(meta.epoch_step as u64);
+        let started = Instant::now();
+        let (mut bpd_sum, mut applied, mut skipped) = (0.0, 0usize, 0u64);
+        let mut images_done = 0usize;
+        for s in meta.epoch_step..steps_per_epoch {
+            let mut pixels = Vec::with_capacity(config.batch_size * numel);
+            for &i in &order[s * config.batch_size..(s + 1) * config.batch_size] {
+                pixels.extend(
+                    train[i * numel..(i + 1) * numel]
+                        .iter()
+                        .map(|v| E::from_u8(*v).unwrap()),
+                );
+            }
+            let x = dev.tensor_from_vec(pixels, F::In::with_batch(config.batch_size));
+            let mut ctx = FlowCtx::with_noise(noise_for::<E>(
+                config.seed,
+                meta.step,
+                config.batch_size * numel,
+            ));
+            let loss = dev_err(model.bpd(x.traced(grads), &mut ctx))?;
+            let value = loss.as_vec()[0].to_f64().unwrap();
+            grads = loss.backward();
+            let outcome = if value.is_finite() {
+                dev_err(adam.update(model, &grads))?
+            } else {
+                UpdateOutcome::SkippedNonFinite
+            };
+            model.zero_grads(&mut grads);
+            meta.step += 1;
+            meta.epoch_step = s + 1;
+            images_done += config.batch_size;
+            match outcome {
+                UpdateOutcome::Applied => {
+                    bad_in_a_row = 0;
+                    bpd_sum += value;
+                    applied += 1;
+                }
+                UpdateOutcome::SkippedNonFinite => {
+                    bad_in_a_row += 1;
+                    skipped += 1;
+                    meta.skipped_steps += 1;
+                    if bad_in_a_row >= config.max_bad_steps {
+                        bar.abandon();
+                        return Err(TrainError::Diverged {
+                            bad_steps: bad_in_a_row,
+                            last_checkpoint,
+                        });
+                    }
+                }
+            }
+            bar.set_position(meta.epoch_step as u64);
+            let rate = images_done as f64 / started.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "train bpd {:.3} | {rate:.0} img/s",
+                bpd_sum / applied.max(1) as f64
+            ));
+            if interrupt.load(Ordering::SeqCst) {
+                bar.abandon();
+                let dir = checkpoint::save(&ckpt_root, &["last"], model, &adam, &meta)?;
+                return Err(TrainError::Interrupted(dir));
+            }
+        }
+        bar.finish_and_clear();
+        let val_bpd = evaluate_bpd(model, dev, val, 256, config.seed)?;
+        meta.epoch = epoch;
+        meta.epoch_step = 0;
+        meta.val_bpd = Some(val_bpd);
+        let improved = meta.best_val_bpd.is_none_or(|b| val_bpd < b);
+        if improved {
+            meta.best_val_bpd = Some(val_bpd);
+        }
+        let tags: &[&str] = if improved {
+            &["last", "best"]
+        } else {
+            &["last"]
+        };
+        last_checkpoint = Some(checkpoint::save(&ckpt_root, tags, model, &adam, &meta)?);
+        let seconds = started.elapsed().as_secs_f64();
+        let metrics = EpochMetrics {
+            epoch,
+            lr: adam.lr,
+            train_bpd: bpd_sum / applied.max(1) as f64,
+            val_bpd,
+            seconds,
+            images_per_sec: images_done as f64 / seconds,
+            skipped_steps: skipped,
+        };
+        append_line(
+            &run.metrics(),
+            &serde_json::to_string(&metrics).expect("serializable"),
+        )?;
+        write_samples(
+            model,
+            dev,
+            config.samples,
+            config.seed ^ epoch as u64,
+            &run.samples(epoch),
+        )?;
+        epochs_bar.set_position(epoch as u64);
+        epochs_bar.set_message(format!("val bpd {val_bpd:.3}"));
+        multi.suspend(|| {
+            eprintln!(
+                "epoch {epoch}: train bpd {:.4}, val bpd {val_bpd:.4}, {seconds:.0} s, {:.0} img/s{}",
+                metrics.train_bpd,
+                metrics.images_per_sec,
+                if improved { " (best)" } else { "" }
+            )
+        });
+        history.push(metrics);
+    }
+    epochs_bar.finish();
+    Ok(history)
+}
+
+fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))?;
+    writeln!(f, "{line}").map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
+}
+
+/// Draws `n` samples (temperature 1) and writes them as a PNG grid.
+pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
+    model: &ImageFlow<F>,
+    dev: &D,
+    n: usize,
+    _seed: u64,
+    path: &Path,
+) -> Result<(), TrainError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let samples = dev_err(model.sample(dev, n, None, &mut FlowCtx::default()))?;
+    let pixels = to_bytes(&samples.as_vec());
+    let (c, h, w) = (F::In::C, F::In::H, F::In::W);
+    // Greyscale grid of the first channel of each image.
+    let first: Vec<u8> = pixels
+        .chunks(c * h * w)
+        .flat_map(|img| img[..h * w].to_vec())
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TrainError::Io(dir.to_path_buf(), e.to_string()))?;
+    }
+    save_grid(path, &first, n, h, w, GridStyle::default())
+        .map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
+}

@@ -67,9 +67,9 @@ impl<E> FlowDtype for E where
 }
 
 /// The devices flows run on: dfdx's `Cpu` (and `Cuda` with feature `cuda`), with the
-/// convolution of [`nn::ConvDevice`].
-pub trait FlowDevice<E: FlowDtype>: nn::ConvDevice<E> {}
-impl<E: FlowDtype, D: nn::ConvDevice<E>> FlowDevice<E> for D {}
+/// convolution of [`nn::ConvDevice`] and the fused ops of [`nn::FusedOps`].
+pub trait FlowDevice<E: FlowDtype>: nn::ConvDevice<E> + nn::FusedOps<E> {}
+impl<E: FlowDtype, D: nn::ConvDevice<E> + nn::FusedOps<E>> FlowDevice<E> for D {}
 
 /// Everything needed to build and run the tutorial's flows.
 pub mod prelude {

@@ -298,6 +298,15 @@ fn conv_backward<E: 'static + Float + Send + Sync>(
     (grad_x, grad_w, grad_b)
 }
 
+/// Copies a contiguous CPU tensor's storage (`as_vec` walks it index by index, several times
+/// slower). Panics, rather than reading wrong data, if the storage is not exactly the tensor's
+/// elements (a broadcast or strided view): callers make inputs contiguous first.
+pub(crate) fn host_copy<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Vec<E> {
+    let mut out = vec![E::default(); t.shape().num_elements()];
+    t.copy_into(&mut out);
+    out
+}
+
 fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
     dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
 }
@@ -335,7 +344,7 @@ macro_rules! cpu_conv_impl {
                     width: w.size(),
                     kernel: K,
                 };
-                let (x_vec, w_vec, b_vec) = (x.as_vec(), weight.as_vec(), bias.as_vec());
+                let (x_vec, w_vec, b_vec) = (host_copy(&x), host_copy(weight), host_copy(bias));
                 let out = conv_forward(&dims, &x_vec, &w_vec, &b_vec);
                 let dev = x.device().clone();
                 let out = dev.tensor_from_vec(out, (batch, co, h, w));

@@ -10,21 +10,6 @@ use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 use rand_distr::Uniform;
 
-/// `ELU(x) = x` for `x > 0`, `exp(x) - 1` otherwise (α = 1), by composition of dfdx ops.
-fn elu<S: Shape, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
-    x: Tensor<S, E, D, T>,
-) -> Result<Tensor<S, E, D, T>, D::Err> {
-    // elu(x) = relu(x) + exp(-relu(-x)) - 1: both terms have a gradient everywhere.
-    let pos = x.retaped::<T>().try_relu()?;
-    let neg = x
-        .try_negate()?
-        .try_relu()?
-        .try_negate()?
-        .try_exp()?
-        .try_sub(E::ONE)?;
-    pos.try_add(neg)
-}
-
 /// Concatenated ELU: `cat([elu(x), elu(-x)], channels)`, doubling the channels. No parameters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConcatElu;
@@ -35,7 +20,7 @@ impl NonMutableModule for ConcatElu {}
 impl ConcatElu {
     /// Applies the activation to a batch of images with `C` channels.
     pub fn try_apply<
-        C: Dim + Double,
+        C: ConstDim + Double,
         H: Dim,
         W: Dim,
         E: FlowDtype,
@@ -44,18 +29,7 @@ impl ConcatElu {
     >(
         x: Tensor<(usize, C, H, W), E, D, T>,
     ) -> Result<Tensor<(usize, C::Output, H, W), E, D, T>, D::Err> {
-        let (b, c, h, w) = *x.shape();
-        let x = x
-            .try_realize::<(usize, usize, H, W)>()
-            .unwrap_or_else(|_| unreachable!());
-        let a = elu(x.retaped::<T>())?;
-        let n = elu(x.try_negate()?)?;
-        let out = (a, n).try_concat_along(Axis::<1>)?;
-        debug_assert_eq!(out.shape().1, 2 * c.size());
-        let _ = (b, h, w);
-        Ok(out
-            .try_realize()
-            .unwrap_or_else(|_| unreachable!("2·C channels")))
+        D::try_concat_elu(x, C::Output::default())
     }
 }
 
@@ -184,17 +158,6 @@ impl<C: ConstDim, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
 
 impl<C: ConstDim, E: Dtype, D: Storage<E>> NonMutableModule for LayerNormChannels<C, E, D> {}
 
-/// Broadcasts a (1, C, 1, 1) parameter to a batch shape, keeping its gradient (the tape goes
-/// on the parameter before the reshape: DESIGN.md §7.2).
-fn channel_param<C: ConstDim, H: Dim, W: Dim, E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
-    p: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>,
-    shape: &(usize, C, H, W),
-) -> Result<Tensor<(usize, C, H, W), E, D, T>, D::Err> {
-    p.retaped::<T>()
-        .try_reshape_like(&(shape.1,))?
-        .try_broadcast_like(shape)
-}
-
 impl<C, H, W, E, D, T> Module<Tensor<(usize, C, H, W), E, D, T>> for LayerNormChannels<C, E, D>
 where
     C: ConstDim,
@@ -207,10 +170,7 @@ where
     type Output = Tensor<(usize, C, H, W), E, D, T>;
     type Error = D::Err;
     fn try_forward(&self, x: Tensor<(usize, C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
-        let shape = *x.shape();
-        let y = x.try_normalize::<Axis<1>>(LAYER_NORM_EPS)?;
-        let y = y.try_mul(channel_param::<C, H, W, E, D, T>(&self.gamma, &shape)?)?;
-        y.try_add(channel_param::<C, H, W, E, D, T>(&self.beta, &shape)?)
+        D::try_layer_norm_channels(x, &self.gamma, &self.beta, LAYER_NORM_EPS)
     }
 }
 
@@ -306,8 +266,7 @@ where
         let h = self.conv_in.try_forward(h)?;
         let h = ConcatElu::try_apply(h)?;
         let h = self.conv_gate.try_forward(h)?;
-        let (val, gate) = chunk2::<_, C, H, W, E, D, T>(h)?;
-        x.try_add(val.try_mul(gate.try_sigmoid()?)?)
+        D::try_gated_residual(x, h)
     }
 }
 

@@ -3,7 +3,9 @@ pub mod conv;
 mod conv_compose;
 #[cfg(feature = "cuda")]
 mod conv_cuda;
+pub mod fused;
 pub mod gated;
 
 pub use conv::ConvDevice;
+pub use fused::FusedOps;
 pub use gated::{ConcatElu, Conditioner, Conv2d, GatedConv, GatedConvNet, LayerNormChannels};

@@ -1,0 +1,525 @@
+//! Fused elementwise ops of the gated ResNet: concatenated ELU, channel layer norm and the gated
+//! residual, each as one pass forward and one backward.
+//!
+//! Written as compositions of dfdx ops, each of these allocates and walks a full activation
+//! tensor several times (and keeps as many intermediates for the backward pass); they dominated
+//! the CPU training step. The trait's default methods are those compositions (any dfdx device,
+//! and the reference the CPU kernels are tested against); `Cpu` overrides them with fused
+//! kernels, parallel over the images of the batch.
+use crate::nn::conv::host_copy;
+use crate::FlowDtype;
+use dfdx::prelude::*;
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// `ELU(x) = x` for `x > 0`, `exp(x) − 1` otherwise (α = 1), by composition of dfdx ops.
+fn elu_composed<S: Shape, E: FlowDtype, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+) -> Result<Tensor<S, E, D, T>, D::Err> {
+    // elu(x) = relu(x) + exp(−relu(−x)) − 1: both terms have a gradient everywhere.
+    let pos = x.retaped::<T>().try_relu()?;
+    let neg = x
+        .try_negate()?
+        .try_relu()?
+        .try_negate()?
+        .try_exp()?
+        .try_sub(E::ONE)?;
+    pos.try_add(neg)
+}
+
+/// `cat([elu(x), elu(−x)], channels)` by composition of dfdx ops.
+pub(crate) fn concat_elu_composed<
+    C: Dim,
+    C2: Dim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<(usize, C, H, W), E, D, T>,
+    c2: C2,
+) -> Result<Tensor<(usize, C2, H, W), E, D, T>, D::Err> {
+    let x = x
+        .try_realize::<(usize, usize, H, W)>()
+        .unwrap_or_else(|_| unreachable!());
+    let a = elu_composed(x.retaped::<T>())?;
+    let n = elu_composed(x.try_negate()?)?;
+    let out = (a, n).try_concat_along(Axis::<1>)?;
+    assert_eq!(
+        out.shape().1,
+        c2.size(),
+        "concat_elu: output must have 2·C channels"
+    );
+    Ok(out.try_realize().unwrap_or_else(|_| unreachable!()))
+}
+
+/// Channel layer norm with per-channel affine, by composition of dfdx ops.
+pub(crate) fn layer_norm_composed<
+    C: Dim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<(usize, C, H, W), E, D, T>,
+    gamma: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>,
+    beta: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>,
+    eps: f64,
+) -> Result<Tensor<(usize, C, H, W), E, D, T>, D::Err> {
+    let shape = *x.shape();
+    // The tape goes on the parameter before the reshape (DESIGN.md §7.2).
+    let param = |p: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, D>| {
+        p.retaped::<T>()
+            .try_reshape_like(&(shape.1,))?
+            .try_broadcast_like(&shape)
+    };
+    let y = x.try_normalize::<Axis<1>>(eps)?;
+    y.try_mul(param(gamma)?)?.try_add(param(beta)?)
+}
+
+/// `x + val · σ(gate)` by composition of dfdx ops.
+pub(crate) fn gated_residual_composed<
+    C: Dim,
+    C2: Dim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<(usize, C, H, W), E, D, T>,
+    h: Tensor<(usize, C2, H, W), E, D, T>,
+) -> Result<Tensor<(usize, C, H, W), E, D, T>, D::Err> {
+    let c = x.shape().1.size();
+    assert_eq!(
+        h.shape().1.size(),
+        2 * c,
+        "gated residual: h must have 2·C channels"
+    );
+    // Two slices of a tensor nothing else reads: CPU slice backward assigns, and the regions
+    // are disjoint, so this stays correct (DESIGN.md §7.1).
+    let val = h.retaped::<T>().try_slice((.., 0..c, .., ..))?;
+    let gate = h.try_slice((.., c..2 * c, .., ..))?;
+    let shape = *x.shape();
+    let val = val.try_reshape_like(&shape)?;
+    let gate = gate.try_reshape_like(&shape)?;
+    x.try_add(val.try_mul(gate.try_sigmoid()?)?)
+}
+
+/// The gated ResNet's elementwise ops on one device. The default methods are dfdx
+/// compositions; `Cpu` has fused kernels.
+pub trait FusedOps<E: FlowDtype>: Device<E> {
+    /// `cat([elu(x), elu(−x)], channels)`: `C` channels in, `C2 = 2C` out.
+    fn try_concat_elu<C: Dim, C2: Dim, H: Dim, W: Dim, T: Tape<E, Self>>(
+        x: Tensor<(usize, C, H, W), E, Self, T>,
+        c2: C2,
+    ) -> Result<Tensor<(usize, C2, H, W), E, Self, T>, Self::Err> {
+        concat_elu_composed(x, c2)
+    }
+
+    /// Layer norm over channels (biased variance), then `· gamma + beta` per channel.
+    fn try_layer_norm_channels<C: Dim, H: Dim, W: Dim, T: Tape<E, Self>>(
+        x: Tensor<(usize, C, H, W), E, Self, T>,
+        gamma: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, Self>,
+        beta: &Tensor<(Const<1>, C, Const<1>, Const<1>), E, Self>,
+        eps: f64,
+    ) -> Result<Tensor<(usize, C, H, W), E, Self, T>, Self::Err> {
+        layer_norm_composed(x, gamma, beta, eps)
+    }
+
+    /// `x + val · σ(gate)` where `(val, gate)` are the two channel halves of `h`.
+    fn try_gated_residual<C: Dim, C2: Dim, H: Dim, W: Dim, T: Tape<E, Self>>(
+        x: Tensor<(usize, C, H, W), E, Self, T>,
+        h: Tensor<(usize, C2, H, W), E, Self, T>,
+    ) -> Result<Tensor<(usize, C, H, W), E, Self, T>, Self::Err> {
+        gated_residual_composed(x, h)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl FusedOps<f32> for Cuda {}
+#[cfg(feature = "cuda")]
+impl FusedOps<f64> for Cuda {}
+
+/// Images per rayon task of the reductions below: partial sums are added in a fixed order,
+/// so results do not depend on the thread count.
+const CHUNK: usize = 4;
+
+fn concat_elu_forward<E: Float + Send + Sync>(x: &[E], c: usize, hw: usize) -> Vec<E> {
+    let mut out = vec![E::zero(); x.len() * 2];
+    let elu = |v: E| if v > E::zero() { v } else { v.exp() - E::one() };
+    out.par_chunks_mut(2 * c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(o, xi)| {
+            let (pos, neg) = o.split_at_mut(c * hw);
+            for ((p, n), v) in pos.iter_mut().zip(neg.iter_mut()).zip(xi) {
+                *p = elu(*v);
+                *n = elu(-*v);
+            }
+        });
+    out
+}
+
+fn concat_elu_backward<E: Float + Send + Sync>(
+    x: &[E],
+    grad_out: &[E],
+    c: usize,
+    hw: usize,
+) -> Vec<E> {
+    // d elu(v)/dv = 1 for v > 0, exp(v) otherwise; the second half sees −x.
+    let mut gx = vec![E::zero(); x.len()];
+    gx.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .zip(grad_out.par_chunks(2 * c * hw))
+        .for_each(|((g, xi), go)| {
+            let (gp, gn) = go.split_at(c * hw);
+            for (((g, v), a), b) in g.iter_mut().zip(xi).zip(gp).zip(gn) {
+                let v = *v;
+                let (dp, dn) = if v > E::zero() {
+                    (E::one(), (-v).exp())
+                } else {
+                    (v.exp(), E::one())
+                };
+                *g = *a * dp - *b * dn;
+            }
+        });
+    gx
+}
+
+/// Per pixel of each image: mean and 1/σ over the channels.
+fn layer_norm_stats<E: Float + Send + Sync>(
+    x: &[E],
+    c: usize,
+    hw: usize,
+    eps: f64,
+) -> (Vec<E>, Vec<E>) {
+    let n = x.len() / (c * hw);
+    let (mut mean, mut rstd) = (vec![E::zero(); n * hw], vec![E::zero(); n * hw]);
+    let eps = E::from(eps).unwrap();
+    let inv_c = E::one() / E::from(c).unwrap();
+    mean.par_chunks_mut(hw)
+        .zip(rstd.par_chunks_mut(hw))
+        .zip(x.par_chunks(c * hw))
+        .for_each(|((m, r), xi)| {
+            m.iter_mut().for_each(|v| *v = E::zero());
+            for ch in 0..c {
+                m.iter_mut()
+                    .zip(&xi[ch * hw..(ch + 1) * hw])
+                    .for_each(|(m, v)| *m = *m + *v);
+            }
+            m.iter_mut().for_each(|v| *v = *v * inv_c);
+            r.iter_mut().for_each(|v| *v = E::zero());
+            for ch in 0..c {
+                for ((r, v), m) in r.iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]).zip(m.iter()) {
+                    let d = *v - *m;
+                    *r = *r + d * d;
+                }
+            }
+            r.iter_mut()
+                .for_each(|v| *v = E::one() / (*v * inv_c + eps).sqrt());
+        });
+    (mean, rstd)
+}
+
+fn layer_norm_forward<E: Float + Send + Sync>(
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    mean: &[E],
+    rstd: &[E],
+    c: usize,
+    hw: usize,
+) -> Vec<E> {
+    let mut out = vec![E::zero(); x.len()];
+    out.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .zip(mean.par_chunks(hw).zip(rstd.par_chunks(hw)))
+        .for_each(|((o, xi), (m, r))| {
+            for ch in 0..c {
+                let (g, b) = (gamma[ch], beta[ch]);
+                let rows = o[ch * hw..(ch + 1) * hw]
+                    .iter_mut()
+                    .zip(&xi[ch * hw..(ch + 1) * hw]);
+                for ((o, v), (m, r)) in rows.zip(m.iter().zip(r)) {
+                    *o = (*v - *m) * *r * g + b;
+                }
+            }
+        });
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer_norm_backward<E: Float + Send + Sync>(
+    x: &[E],
+    gamma: &[E],
+    mean: &[E],
+    rstd: &[E],
+    grad_out: &[E],
+    c: usize,
+    hw: usize,
+) -> (Vec<E>, Vec<E>, Vec<E>) {
+    // With y = (x − μ)/σ and g = grad_out · γ: grad_x = (g − mean_c(g) − y · mean_c(g · y)) / σ.
+    let mut gx = vec![E::zero(); x.len()];
+    let inv_c = E::one() / E::from(c).unwrap();
+    let partials: Vec<(Vec<E>, Vec<E>)> = gx
+        .par_chunks_mut(CHUNK * c * hw)
+        .zip(x.par_chunks(CHUNK * c * hw))
+        .zip(grad_out.par_chunks(CHUNK * c * hw))
+        .zip(mean.par_chunks(CHUNK * hw).zip(rstd.par_chunks(CHUNK * hw)))
+        .map(|(((gx, x), go), (mean, rstd))| {
+            let (mut g_gamma, mut g_beta) = (vec![E::zero(); c], vec![E::zero(); c]);
+            let (mut sum_g, mut sum_gy) = (vec![E::zero(); hw], vec![E::zero(); hw]);
+            let images = gx
+                .chunks_mut(c * hw)
+                .zip(x.chunks(c * hw))
+                .zip(go.chunks(c * hw));
+            for (((gx, xi), go), (m, r)) in images.zip(mean.chunks(hw).zip(rstd.chunks(hw))) {
+                sum_g.iter_mut().for_each(|v| *v = E::zero());
+                sum_gy.iter_mut().for_each(|v| *v = E::zero());
+                for ch in 0..c {
+                    let (xs, gos) = (&xi[ch * hw..(ch + 1) * hw], &go[ch * hw..(ch + 1) * hw]);
+                    for p in 0..hw {
+                        let y = (xs[p] - m[p]) * r[p];
+                        let g = gos[p] * gamma[ch];
+                        sum_g[p] = sum_g[p] + g;
+                        sum_gy[p] = sum_gy[p] + g * y;
+                        g_gamma[ch] = g_gamma[ch] + gos[p] * y;
+                        g_beta[ch] = g_beta[ch] + gos[p];
+                    }
+                }
+                for ch in 0..c {
+                    let (xs, gos) = (&xi[ch * hw..(ch + 1) * hw], &go[ch * hw..(ch + 1) * hw]);
+                    let gxs = &mut gx[ch * hw..(ch + 1) * hw];
+                    for p in 0..hw {
+                        let y = (xs[p] - m[p]) * r[p];
+                        let g = gos[p] * gamma[ch];
+                        gxs[p] = (g - sum_g[p] * inv_c - y * sum_gy[p] * inv_c) * r[p];
+                    }
+                }
+            }
+            (g_gamma, g_beta)
+        })
+        .collect();
+    let (mut g_gamma, mut g_beta) = (vec![E::zero(); c], vec![E::zero(); c]);
+    for (gg, gb) in partials {
+        g_gamma.iter_mut().zip(gg).for_each(|(a, b)| *a = *a + b);
+        g_beta.iter_mut().zip(gb).for_each(|(a, b)| *a = *a + b);
+    }
+    (gx, g_gamma, g_beta)
+}
+
+fn sigmoid<E: Float>(v: E) -> E {
+    E::one() / (E::one() + (-v).exp())
+}
+
+fn gated_forward<E: Float + Send + Sync>(x: &[E], h: &[E], c: usize, hw: usize) -> Vec<E> {
+    let mut out = vec![E::zero(); x.len()];
+    out.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .zip(h.par_chunks(2 * c * hw))
+        .for_each(|((o, xi), hi)| {
+            let (val, gate) = hi.split_at(c * hw);
+            for (((o, x), v), g) in o.iter_mut().zip(xi).zip(val).zip(gate) {
+                *o = *x + *v * sigmoid(*g);
+            }
+        });
+    out
+}
+
+fn gated_backward<E: Float + Send + Sync>(h: &[E], grad_out: &[E], c: usize, hw: usize) -> Vec<E> {
+    let mut gh = vec![E::zero(); h.len()];
+    gh.par_chunks_mut(2 * c * hw)
+        .zip(h.par_chunks(2 * c * hw))
+        .zip(grad_out.par_chunks(c * hw))
+        .for_each(|((gh, hi), go)| {
+            let (val, gate) = hi.split_at(c * hw);
+            let (g_val, g_gate) = gh.split_at_mut(c * hw);
+            for ((((gv, gg), v), g), o) in g_val
+                .iter_mut()
+                .zip(g_gate.iter_mut())
+                .zip(val)
+                .zip(gate)
+                .zip(go)
+            {
+                let s = sigmoid(*g);
+                *gv = *o * s;
+                *gg = *o * *v * s * (E::one() - s);
+            }
+        });
+    gh
+}
+
+fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
+    dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
+}
+
+macro_rules! cpu_fused_impl {
+    ($E:ty) => {
+        impl FusedOps<$E> for Cpu {
+            fn try_concat_elu<C: Dim, C2: Dim, H: Dim, W: Dim, T: Tape<$E, Self>>(
+                x: Tensor<(usize, C, H, W), $E, Self, T>,
+                c2: C2,
+            ) -> Result<Tensor<(usize, C2, H, W), $E, Self, T>, Self::Err> {
+                let shape = *x.shape();
+                let (c, hw) = (shape.1.size(), shape.2.size() * shape.3.size());
+                assert_eq!(
+                    c2.size(),
+                    2 * c,
+                    "concat_elu: output must have 2·C channels"
+                );
+                let (x, mut tape) = x.try_reshape_like(&shape)?.split_tape();
+                let xv = host_copy(&x);
+                let out = x.device().tensor_from_vec(
+                    concat_elu_forward(&xv, c, hw),
+                    (shape.0, c2, shape.2, shape.3),
+                );
+                if T::OWNS_TAPE {
+                    let out_ref = out.clone();
+                    tape.add_backward_op(move |grads| {
+                        let go = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let gx = concat_elu_backward(&xv, &go, c, hw);
+                        add_into(grads.get_or_alloc_mut(&x)?, &gx);
+                        Ok(())
+                    });
+                }
+                Ok(out.put_tape(tape))
+            }
+
+            fn try_layer_norm_channels<C: Dim, H: Dim, W: Dim, T: Tape<$E, Self>>(
+                x: Tensor<(usize, C, H, W), $E, Self, T>,
+                gamma: &Tensor<(Const<1>, C, Const<1>, Const<1>), $E, Self>,
+                beta: &Tensor<(Const<1>, C, Const<1>, Const<1>), $E, Self>,
+                eps: f64,
+            ) -> Result<Tensor<(usize, C, H, W), $E, Self, T>, Self::Err> {
+                let shape = *x.shape();
+                let (c, hw) = (shape.1.size(), shape.2.size() * shape.3.size());
+                let (x, mut tape) = x.try_reshape_like(&shape)?.split_tape();
+                let (xv, gv, bv) = (host_copy(&x), host_copy(gamma), host_copy(beta));
+                let (mean, rstd) = layer_norm_stats(&xv, c, hw, eps);
+                let out = layer_norm_forward(&xv, &gv, &bv, &mean, &rstd, c, hw);
+                let out = x.device().tensor_from_vec(out, shape);
+                if T::OWNS_TAPE {
+                    let (out_ref, gamma, beta) = (out.clone(), gamma.clone(), beta.clone());
+                    tape.add_backward_op(move |grads| {
+                        let go = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let (gx, g_gamma, g_beta) =
+                            layer_norm_backward(&xv, &gv, &mean, &rstd, &go, c, hw);
+                        add_into(grads.get_or_alloc_mut(&x)?, &gx);
+                        add_into(grads.get_or_alloc_mut(&gamma)?, &g_gamma);
+                        add_into(grads.get_or_alloc_mut(&beta)?, &g_beta);
+                        Ok(())
+                    });
+                }
+                Ok(out.put_tape(tape))
+            }
+
+            fn try_gated_residual<C: Dim, C2: Dim, H: Dim, W: Dim, T: Tape<$E, Self>>(
+                x: Tensor<(usize, C, H, W), $E, Self, T>,
+                h: Tensor<(usize, C2, H, W), $E, Self, T>,
+            ) -> Result<Tensor<(usize, C, H, W), $E, Self, T>, Self::Err> {
+                let shape = *x.shape();
+                let (c, hw) = (shape.1.size(), shape.2.size() * shape.3.size());
+                assert_eq!(
+                    h.shape().1.size(),
+                    2 * c,
+                    "gated residual: h must have 2·C channels"
+                );
+                let h_shape = *h.shape();
+                let (x, tape_x) = x.try_reshape_like(&shape)?.split_tape();
+                let (h, tape_h) = h.try_reshape_like(&h_shape)?.split_tape();
+                let mut tape = tape_x.merge(tape_h);
+                let hv = host_copy(&h);
+                let out = gated_forward(&host_copy(&x), &hv, c, hw);
+                let out = x.device().tensor_from_vec(out, shape);
+                if T::OWNS_TAPE {
+                    let out_ref = out.clone();
+                    tape.add_backward_op(move |grads| {
+                        let go = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let gh = gated_backward(&hv, &go, c, hw);
+                        add_into(grads.get_or_alloc_mut(&x)?, &go);
+                        add_into(grads.get_or_alloc_mut(&h)?, &gh);
+                        Ok(())
+                    });
+                }
+                Ok(out.put_tape(tape))
+            }
+        }
+    };
+}
+
+cpu_fused_impl!(f32);
+cpu_fused_impl!(f64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type X = Tensor<(usize, Const<3>, Const<4>, Const<5>), f64, Cpu>;
+
+    fn close(a: &[f64], b: &[f64], what: &str) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() < 1e-12 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn concat_elu_matches_the_composition() {
+        let dev = Cpu::seed_from_u64(1);
+        let x: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        let r: Tensor<(usize, Const<6>, Const<4>, Const<5>), f64, Cpu> =
+            dev.sample_normal_like(&(2, Const, Const, Const));
+        let fused = Cpu::try_concat_elu(x.leaky_trace(), Const::<6>).unwrap();
+        let composed = concat_elu_composed(x.leaky_trace(), Const::<6>).unwrap();
+        close(&fused.as_vec(), &composed.as_vec(), "value");
+        let gf = (fused * r.clone()).sum().backward();
+        let gc = (composed * r).sum().backward();
+        close(&gf.get(&x).as_vec(), &gc.get(&x).as_vec(), "grad x");
+    }
+
+    #[test]
+    fn layer_norm_matches_the_composition() {
+        let dev = Cpu::seed_from_u64(2);
+        let x: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        let gamma: Tensor<Rank4<1, 3, 1, 1>, f64, Cpu> = dev.sample_normal();
+        let beta: Tensor<Rank4<1, 3, 1, 1>, f64, Cpu> = dev.sample_normal();
+        let r: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        let fused = Cpu::try_layer_norm_channels(x.leaky_trace(), &gamma, &beta, 1e-5).unwrap();
+        let composed = layer_norm_composed(x.leaky_trace(), &gamma, &beta, 1e-5).unwrap();
+        close(&fused.as_vec(), &composed.as_vec(), "value");
+        let gf = (fused * r.clone()).sum().backward();
+        let gc = (composed * r).sum().backward();
+        close(&gf.get(&x).as_vec(), &gc.get(&x).as_vec(), "grad x");
+        close(
+            &gf.get(&gamma).as_vec(),
+            &gc.get(&gamma).as_vec(),
+            "grad gamma",
+        );
+        close(
+            &gf.get(&beta).as_vec(),
+            &gc.get(&beta).as_vec(),
+            "grad beta",
+        );
+    }
+
+    #[test]
+    fn gated_residual_matches_the_composition() {
+        let dev = Cpu::seed_from_u64(3);
+        let x: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        let h: Tensor<(usize, Const<6>, Const<4>, Const<5>), f64, Cpu> =
+            dev.sample_normal_like(&(2, Const, Const, Const));
+        let r: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        let fused = Cpu::try_gated_residual(x.leaky_trace(), h.leaky_trace()).unwrap();
+        let composed = gated_residual_composed(x.leaky_trace(), h.leaky_trace()).unwrap();
+        close(&fused.as_vec(), &composed.as_vec(), "value");
+        let gf = (fused * r.clone()).sum().backward();
+        let gc = (composed * r).sum().backward();
+        close(&gf.get(&x).as_vec(), &gc.get(&x).as_vec(), "grad x");
+        close(&gf.get(&h).as_vec(), &gc.get(&h).as_vec(), "grad h");
+    }
+}

@@ -135,12 +135,13 @@ impl Default for TrainArgs {
     }
 }
 
-/// The CPU device as the examples use it: denormals flushed, allocation cache on.
+/// The CPU device as the examples use it: seeded, denormals flushed.
+///
+/// dfdx's allocation cache stays off: it keeps every freed buffer for reuse, which measured
+/// no faster here and raised the peak memory of a simple-flow training step from 6.9 to 10.1 GB.
 pub fn cpu_device(seed: u64) -> Cpu {
     dfdx::flush_denormals_to_zero();
-    let dev = Cpu::seed_from_u64(seed);
-    dev.enable_cache();
-    dev
+    Cpu::seed_from_u64(seed)
 }
 
 /// Runs the command line for one model. `build` makes a fresh model.

@@ -307,6 +307,18 @@ pub(crate) fn host_copy<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Vec<
     out
 }
 
+/// Moves an intermediate's gradient out of the gradient store, leaving it empty.
+///
+/// Backward ops run in reverse order of the forward ops, so when an op's backward runs, every
+/// consumer of its output has already added its contribution: the output's gradient is
+/// complete and nothing reads it again. Taking it (instead of copying) frees it at once, which
+/// keeps dfdx from holding every intermediate gradient until the end of the backward pass.
+/// (The outputs of these ops are internal to the model, never tensors a caller asks for the
+/// gradient of.)
+pub(crate) fn take_grad<E>(g: &mut Vec<E>) -> Vec<E> {
+    std::mem::take(g)
+}
+
 fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
     dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
 }
@@ -349,10 +361,12 @@ macro_rules! cpu_conv_impl {
                 let dev = x.device().clone();
                 let out = dev.tensor_from_vec(out, (batch, co, h, w));
                 if T::OWNS_TAPE {
-                    let (out_ref, x_ref, weight, bias) =
-                        (out.clone(), x, weight.clone(), bias.clone());
+                    // Ghosts (ids and shapes, no data): the backward pass keeps only the host
+                    // copies of x and the weight.
+                    let (out_ref, x_ref) = (out.ghost(), x.ghost());
+                    let (weight, bias) = (weight.ghost(), bias.ghost());
                     tape.add_backward_op(move |grads| {
-                        let grad_out = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let grad_out = take_grad(grads.get_or_alloc_mut(&out_ref)?);
                         let (gx, gw, gb) = conv_backward(&dims, &x_vec, &w_vec, &grad_out);
                         add_into(grads.get_or_alloc_mut(&x_ref)?, &gx);
                         add_into(grads.get_or_alloc_mut(&weight)?, &gw);

@@ -6,7 +6,7 @@
 //! the CPU training step. The trait's default methods are those compositions (any dfdx device,
 //! and the reference the CPU kernels are tested against); `Cpu` overrides them with fused
 //! kernels, parallel over the images of the batch.
-use crate::nn::conv::host_copy;
+use crate::nn::conv::{host_copy, take_grad};
 use crate::FlowDtype;
 use dfdx::prelude::*;
 use num_traits::Float;
@@ -378,7 +378,7 @@ macro_rules! cpu_fused_impl {
                 if T::OWNS_TAPE {
                     let out_ref = out.clone();
                     tape.add_backward_op(move |grads| {
-                        let go = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let go = take_grad(grads.get_or_alloc_mut(&out_ref)?);
                         let gx = concat_elu_backward(&xv, &go, c, hw);
                         add_into(grads.get_or_alloc_mut(&x)?, &gx);
                         Ok(())
@@ -403,7 +403,7 @@ macro_rules! cpu_fused_impl {
                 if T::OWNS_TAPE {
                     let (out_ref, gamma, beta) = (out.clone(), gamma.clone(), beta.clone());
                     tape.add_backward_op(move |grads| {
-                        let go = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let go = take_grad(grads.get_or_alloc_mut(&out_ref)?);
                         let (gx, g_gamma, g_beta) =
                             layer_norm_backward(&xv, &gv, &mean, &rstd, &go, c, hw);
                         add_into(grads.get_or_alloc_mut(&x)?, &gx);
@@ -436,7 +436,7 @@ macro_rules! cpu_fused_impl {
                 if T::OWNS_TAPE {
                     let out_ref = out.clone();
                     tape.add_backward_op(move |grads| {
-                        let go = grads.get_or_alloc_mut(&out_ref)?.to_vec();
+                        let go = take_grad(grads.get_or_alloc_mut(&out_ref)?);
                         let gh = gated_backward(&hv, &go, c, hw);
                         add_into(grads.get_or_alloc_mut(&x)?, &go);
                         add_into(grads.get_or_alloc_mut(&h)?, &gh);

@@ -1,0 +1,175 @@
+//! Checkpoints and resume: exact continuation, interruption mid-epoch, corrupt files and
+//! checkpoints of another architecture.
+use dfdx::prelude::*;
+use dfdx_flows::checkpoint::{self, CheckpointError};
+use dfdx_flows::params::tensor_entries;
+use dfdx_flows::prelude::*;
+use dfdx_flows::train::{train, RunDir, TrainConfig, TrainError};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+type Tiny = Chain<(
+    Dequantization<1, 8, 8>,
+    CheckerboardCoupling<1, 8, 8, 4, false, f32, Cpu>,
+    CheckerboardCoupling<1, 8, 8, 4, true, f32, Cpu>,
+)>;
+type Other = Chain<(
+    Dequantization<1, 8, 8>,
+    CheckerboardCoupling<1, 8, 8, 6, false, f32, Cpu>,
+)>;
+
+fn data(n: usize, offset: usize) -> Vec<u8> {
+    (0..n * 64)
+        .map(|i| (((i + offset) * 37) % 251) as u8)
+        .collect()
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 16,
+        samples: 4,
+        ..TrainConfig::default()
+    }
+}
+
+fn fresh() -> (Cpu, ImageFlow<Tiny>) {
+    let dev = Cpu::seed_from_u64(0);
+    let model = ImageFlow::new(dev.build_module::<Tiny, f32>());
+    (dev, model)
+}
+
+fn weights(model: &ImageFlow<Tiny>) -> Vec<Vec<f32>> {
+    vec![
+        model.flows.0 .1.network.conv_in.weight.as_vec(),
+        model.flows.0 .1.network.conv_out.weight.as_vec(),
+        model.flows.0 .2.scaling_factor.as_vec(),
+        model.flows.0 .2.network.norms[1].gamma.as_vec(),
+    ]
+}
+
+fn run(
+    model: &mut ImageFlow<Tiny>,
+    dev: &Cpu,
+    cfg: &TrainConfig,
+    dir: &RunDir,
+    resume: bool,
+    stop: bool,
+) -> Result<(), TrainError> {
+    let (train_px, val_px) = (data(64, 0), data(16, 7));
+    let flag = Arc::new(AtomicBool::new(stop));
+    train(
+        model, "tiny", dev, &train_px, &val_px, cfg, dir, resume, flag,
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn resuming_continues_exactly_like_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Uninterrupted: 2 epochs of 4 steps.
+    let (dev, mut straight) = fresh();
+    let dir_a = RunDir(tmp.path().join("a"));
+    run(&mut straight, &dev, &config(2), &dir_a, false, false).unwrap();
+
+    // Interrupted after the first step (Ctrl-C flag already set), resumed with a fresh model
+    // and optimizer from the checkpoint, stopped again at the end of epoch 1, resumed again.
+    let dir_b = RunDir(tmp.path().join("b"));
+    let (dev, mut model) = fresh();
+    match run(&mut model, &dev, &config(2), &dir_b, false, true) {
+        Err(TrainError::Interrupted(path)) => assert!(path.join("model.safetensors").is_file()),
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &config(1), &dir_b, true, false).unwrap();
+    let (dev, mut resumed) = fresh();
+    run(&mut resumed, &dev, &config(2), &dir_b, true, false).unwrap();
+
+    assert_eq!(weights(&resumed), weights(&straight));
+    let (_, untrained) = fresh();
+    assert_ne!(
+        weights(&straight)[1],
+        weights(&untrained)[1],
+        "training must have moved the weights"
+    );
+    let metrics = |d: &RunDir| std::fs::read_to_string(d.metrics()).unwrap();
+    let (a, b) = (metrics(&dir_a), metrics(&dir_b));
+    let val = |s: &str| {
+        s.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_bpd"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(val(&a), val(&b));
+    assert!(dir_b.samples(2).is_file());
+}
+
+#[test]
+fn a_leftover_partial_checkpoint_does_not_hide_the_last_good_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, mut model) = fresh();
+    let dir = RunDir(tmp.path().to_path_buf());
+    run(&mut model, &dev, &config(1), &dir, false, false).unwrap();
+    // A kill during the next save leaves a temporary directory and a temporary pointer behind.
+    let root = dir.checkpoints();
+    std::fs::create_dir_all(root.join(".step-00000099.tmp")).unwrap();
+    std::fs::write(
+        root.join(".step-00000099.tmp/model.safetensors"),
+        b"half a file",
+    )
+    .unwrap();
+    std::fs::write(root.join(".last.json.tmp"), b"{\"dir\": \"step-0").unwrap();
+    let (_, mut again) = fresh();
+    let (_, meta) = checkpoint::load(&root, "last", "tiny", &mut again).unwrap();
+    assert_eq!((meta.epoch, meta.step), (1, 4));
+    assert_eq!(weights(&again), weights(&model));
+}
+
+#[test]
+fn a_truncated_checkpoint_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, mut model) = fresh();
+    let dir = RunDir(tmp.path().to_path_buf());
+    run(&mut model, &dev, &config(1), &dir, false, false).unwrap();
+    let ckpt = checkpoint::resolve(&dir.checkpoints(), "last").unwrap();
+    let weights_file = ckpt.join("model.safetensors");
+    let bytes = std::fs::read(&weights_file).unwrap();
+    std::fs::write(&weights_file, &bytes[..bytes.len() / 2]).unwrap();
+    let (_, mut other) = fresh();
+    let err = checkpoint::load(&dir.checkpoints(), "last", "tiny", &mut other).unwrap_err();
+    assert!(matches!(err, CheckpointError::Corrupt(..)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("truncated or corrupt"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_architecture_names_the_first_mismatch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = Cpu::seed_from_u64(0);
+    let other = ImageFlow::new(dev.build_module::<Other, f32>());
+    let path = tmp.path().join("other.safetensors");
+    other.save_safetensors(&path).unwrap();
+    let (_, mut model) = fresh();
+    let err = checkpoint::load_weights(&path, &mut model).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CheckpointError::WrongModel { .. }), "{msg}");
+    // The first tensor in visiting order whose shape differs: hidden 4 vs 6.
+    let first = &tensor_entries(&model)[0];
+    assert!(msg.contains(&first.name), "{msg}");
+    assert!(
+        msg.contains("[6, 1, 3, 3]") && msg.contains("[4, 1, 3, 3]"),
+        "{msg}"
+    );
+    // And a model name mismatch in a run's checkpoint is reported before any tensor.
+    let (dev, mut trained) = fresh();
+    let dir = RunDir(tmp.path().join("run"));
+    run(&mut trained, &dev, &config(1), &dir, false, false).unwrap();
+    let err = checkpoint::load(&dir.checkpoints(), "last", "multiscale", &mut model).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("holds the `tiny` model, not `multiscale`"),
+        "{err}"
+    );
+}

@@ -188,11 +188,13 @@ where
 {
     match command {
         None => {
-            let args = TrainArgs::default();
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(name));
+            let mut args = TrainArgs::default();
+            let out = PathBuf::from("runs").join(name);
+            // The main job picks up where an earlier (interrupted) run of it stopped.
+            if checkpoint::resolve(&RunDir(out.clone()).checkpoints(), "last").is_ok() {
+                eprintln!("found a checkpoint in {}: resuming", out.display());
+                args.resume = true;
+            }
             cmd_train(name, build, &args)?;
             let samples = out.join("samples.png");
             cmd_sample(

@@ -129,9 +129,7 @@ pub(crate) fn dequant_noise<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
                 shape.num_elements(),
                 "dequantization noise must have one value per input dimension"
             );
-            let mut t = dev.try_zeros_like(shape)?;
-            t.copy_from(&noise);
-            Ok(t)
+            dev.try_tensor_from_vec(noise, *shape)
         }
         None => dev.try_sample_like(shape, rand_distr::Uniform::new(E::zero(), E::one())),
     }
@@ -160,9 +158,7 @@ pub(crate) fn quantize<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
             cst::<E>(x.clamp(0.0, (quants - 1) as f64))
         })
         .collect();
-    let mut out = z.device().try_zeros_like(z.shape())?;
-    out.copy_from(&values);
-    Ok(out)
+    z.device().try_tensor_from_vec(values, *z.shape())
 }
 
 impl<const C: usize, const H: usize, const W: usize> Dequantization<C, H, W> {

@@ -70,9 +70,7 @@ where
                     shape.num_elements(),
                     "split latent of the wrong size"
                 );
-                let mut t = dev.try_zeros_like(&shape)?;
-                t.copy_from(&values);
-                t
+                dev.try_tensor_from_vec(values, shape)?
             }
             None => {
                 standard_normal(&dev, &shape)?.try_mul(E::from_f64(ctx.temperature).unwrap())?

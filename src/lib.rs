@@ -29,6 +29,8 @@
 // Tensor types with tapes and shapes are long by nature; aliases would only hide them.
 #![allow(clippy::type_complexity)]
 
+pub mod chain;
+pub mod charts;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
@@ -43,7 +45,8 @@ pub mod shape;
 pub mod train;
 pub mod viz;
 
-pub use flow::{Chain, Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
+pub use chain::Chain;
+pub use flow::{Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
 pub use model::ImageFlow;
 
 /// The element types flows compute in: `f32` (training) and `f64` (exact checks).
@@ -73,7 +76,8 @@ impl<E: FlowDtype, D: nn::ConvDevice<E> + nn::FusedOps<E>> FlowDevice<E> for D {
 
 /// Everything needed to build and run the tutorial's flows.
 pub mod prelude {
-    pub use crate::flow::{Chain, Flow, FlowCtx, ImgShape, LayerInfo};
+    pub use crate::chain::Chain;
+    pub use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo};
     pub use crate::layers::*;
     pub use crate::model::ImageFlow;
     pub use crate::models::*;

@@ -28,6 +28,36 @@ impl<F> ImageFlow<F> {
             import_samples: IMPORT_SAMPLES,
         }
     }
+
+    /// Builds the flow `F` with fresh parameters on `dev`.
+    ///
+    /// Unlike dfdx's `dev.build_module::<F, E>()`, which builds any module, this requires `F`
+    /// to be a [`Flow`]: a stack whose shapes do not fit is rejected here, with a compiler
+    /// message that names the layers and their shapes. The element type comes from the layers.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use dfdx_flows::prelude::*;
+    ///
+    /// type Tiny = Chain<(Dequantization<1, 4, 4>, CheckerboardCoupling<1, 4, 4, 8, false, f32, Cpu>)>;
+    /// let dev: Cpu = Default::default();
+    /// let flow = ImageFlow::<Tiny>::build(&dev);
+    /// assert_eq!(flow.flows.num_trainable_params(), 4_715); // one coupling, hidden width 8
+    /// ```
+    pub fn build<E: FlowDtype, D: FlowDevice<E>>(dev: &D) -> Self
+    where
+        F: Flow<E, D>,
+    {
+        Self::try_build(dev).unwrap()
+    }
+
+    /// Fallible [`ImageFlow::build`].
+    pub fn try_build<E: FlowDtype, D: FlowDevice<E>>(dev: &D) -> Result<Self, D::Err>
+    where
+        F: Flow<E, D>,
+    {
+        Ok(Self::new(F::try_build(dev)?))
+    }
 }
 
 impl<F: TensorCollection<E, D>, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>

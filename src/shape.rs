@@ -72,3 +72,54 @@ pub fn describe_img<S: dfdx::shapes::Shape>(shape: &S) -> String {
         .collect::<Vec<_>>();
     dims.join("x")
 }
+
+/// Squeezing `C`×`H`×`W` images needs an even height `H`: `<() as SqueezeHeight<C, H, W>>::Half`
+/// is `H / 2`.
+///
+/// The image shape is a parameter of the trait (rather than `Self`) so that the compiler's error
+/// for an odd height prints the whole shape in numbers.
+#[diagnostic::on_unimplemented(
+    message = "cannot squeeze {C}x{H}x{W} images (CxHxW): the height {H} is odd",
+    label = "needs an even height",
+    note = "a squeeze turns each 2x2 block of pixels into 4 channels (CxHxW -> 4C x H/2 x W/2), so the height and the width must be even",
+    note = "crop or pad the images to an even size, or squeeze at a level where the height is even"
+)]
+pub trait SqueezeHeight<const C: usize, const H: usize, const W: usize> {
+    /// `H / 2`.
+    type Half: dfdx::shapes::ConstDim;
+}
+
+/// Squeezing `C`×`H`×`W` images needs an even width `W`: see [`SqueezeHeight`].
+#[diagnostic::on_unimplemented(
+    message = "cannot squeeze {C}x{H}x{W} images (CxHxW): the width {W} is odd",
+    label = "needs an even width",
+    note = "a squeeze turns each 2x2 block of pixels into 4 channels (CxHxW -> 4C x H/2 x W/2), so the height and the width must be even",
+    note = "crop or pad the images to an even size, or squeeze at a level where the width is even"
+)]
+pub trait SqueezeWidth<const C: usize, const H: usize, const W: usize> {
+    /// `W / 2`.
+    type Half: dfdx::shapes::ConstDim;
+}
+
+/// Squeezing `C`×`H`×`W` images makes `4 C` channels: supported for `C` up to 1024.
+#[diagnostic::on_unimplemented(
+    message = "cannot squeeze {C}x{H}x{W} images (CxHxW): {C} channels would become more than 4096",
+    label = "too many channels to squeeze",
+    note = "squeezing is supported for up to 1024 input channels"
+)]
+pub trait SqueezeChannels<const C: usize, const H: usize, const W: usize> {
+    /// `4 C`.
+    type Quadrupled: dfdx::shapes::ConstDim;
+}
+
+/// Splitting `C`×`H`×`W` images in two along the channels needs an even `C`:
+/// `<() as SplitChannels<C, H, W>>::Half` is `C / 2`.
+#[diagnostic::on_unimplemented(
+    message = "cannot split {C}x{H}x{W} images (CxHxW) in half along the channels: {C} channels is an odd number",
+    label = "needs an even number of channels",
+    note = "a split keeps C/2 channels and factors out the other C/2 to the prior; squeeze first (it multiplies the channels by 4)"
+)]
+pub trait SplitChannels<const C: usize, const H: usize, const W: usize> {
+    /// `C / 2`.
+    type Half: dfdx::shapes::ConstDim;
+}

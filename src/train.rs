@@ -263,6 +263,8 @@ where
         );
     }
 
+    reconcile_metrics(&run.metrics(), meta.epoch)?;
+
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let epochs_bar = multi.add(ProgressBar::new(config.epochs as u64));
     epochs_bar.set_style(
@@ -362,7 +364,6 @@ where
         } else {
             &["last"]
         };
-        last_checkpoint = Some(checkpoint::save(&ckpt_root, tags, model, &adam, &meta)?);
         let seconds = started.elapsed().as_secs_f64();
         let metrics = EpochMetrics {
             epoch,
@@ -373,10 +374,10 @@ where
             images_per_sec: images_done as f64 / seconds,
             skipped_steps: skipped,
         };
-        append_line(
-            &run.metrics(),
-            &serde_json::to_string(&metrics).expect("serializable"),
-        )?;
+        // Samples and the metrics line go before the checkpoint: a kill in between leaves a
+        // picture and a line for an epoch that the last checkpoint does not include; resuming
+        // redoes that epoch, overwrites the picture and `reconcile_metrics` drops the line. (The
+        // other order would lose them for a checkpointed epoch for good.)
         write_samples(
             model,
             dev,
@@ -384,6 +385,11 @@ where
             config.seed ^ epoch as u64,
             &run.samples(epoch),
         )?;
+        append_line(
+            &run.metrics(),
+            &serde_json::to_string(&metrics).expect("serializable"),
+        )?;
+        last_checkpoint = Some(checkpoint::save(&ckpt_root, tags, model, &adam, &meta)?);
         epochs_bar.set_position(epoch as u64);
         epochs_bar.set_message(format!("val bpd {val_bpd:.3}"));
         multi.suspend(|| {
@@ -398,6 +404,31 @@ where
     }
     epochs_bar.finish();
     Ok(history)
+}
+
+/// Makes the metrics file agree with the checkpoint the run starts from (epoch `epochs_done`):
+/// keeps the lines of epochs 1..=`epochs_done` (the last one of each, in order) and drops the
+/// rest — lines of an epoch that a killed run finished but did not checkpoint, and a line cut
+/// short by the kill. A fresh run (`epochs_done` 0) starts an empty file.
+fn reconcile_metrics(path: &Path, epochs_done: usize) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::Io(path.to_path_buf(), e.to_string())),
+    };
+    let mut by_epoch: Vec<Option<String>> = vec![None; epochs_done];
+    for line in text.lines() {
+        if let Ok(m) = serde_json::from_str::<EpochMetrics>(line) {
+            if (1..=epochs_done).contains(&m.epoch) {
+                by_epoch[m.epoch - 1] = Some(line.to_string());
+            }
+        }
+    }
+    let kept: String = by_epoch.into_iter().flatten().map(|l| l + "\n").collect();
+    if kept != text {
+        checkpoint::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {

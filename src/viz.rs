@@ -68,7 +68,12 @@ pub fn save_grid(
 ) -> Result<(), image::ImageError> {
     let (gw, gh, pixels) = grid(images, n, h, w, style);
     let img = image::GrayImage::from_raw(gw, gh, pixels).expect("buffer matches the size");
-    img.save(path)
+    // Encode in memory, then write atomically: a run killed while writing its samples leaves
+    // the previous picture, never half a PNG.
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)?;
+    crate::checkpoint::write_atomic(path, png.get_ref())
+        .map_err(|e| image::ImageError::IoError(std::io::Error::other(e.to_string())))
 }
 
 /// Converts pixel values of a float tensor (integers 0..=255 after dequantization's inverse) to

@@ -1,7 +1,7 @@
 //! Split: half of the channels leave the flow and are scored under the prior.
 use crate::flow::{standard_normal, Flow, FlowCtx, Ldj};
 use crate::nn::gated::chunk2;
-use crate::shape::{Halve, Halved, Img};
+use crate::shape::{Img, SplitChannels};
 use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
@@ -10,11 +10,14 @@ use dfdx::prelude::*;
 ///
 /// Sampling direction: the second half is the last latent in [`FlowCtx::latents`] if there is
 /// one (recorded by a forward pass with [`FlowCtx::record_latents`]), otherwise drawn from
-/// `N(0, temperature²)`. Only compiles for an even channel count.
+/// `N(0, temperature²)`. Only compiles for an even channel count (`cargo check` says e.g.
+/// "cannot split 3x32x32 images (CxHxW) in half along the channels: 3 channels is an odd number").
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Split<const C: usize, const H: usize, const W: usize>;
 
 impl<const C: usize, const H: usize, const W: usize> dfdx::nn::ZeroSizedModule for Split<C, H, W> {}
+
+type HalfC<const C: usize, const H: usize, const W: usize> = <() as SplitChannels<C, H, W>>::Half;
 
 /// `Σ log N(z; 0, 1)` over each image.
 pub(crate) fn standard_normal_log_prob<
@@ -37,10 +40,10 @@ pub(crate) fn standard_normal_log_prob<
 impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice<E>> Flow<E, D>
     for Split<C, H, W>
 where
-    Const<C>: Halve,
+    (): SplitChannels<C, H, W>,
 {
     type In = Img<C, H, W>;
-    type Out = (usize, Halved<C>, Const<H>, Const<W>);
+    type Out = (usize, HalfC<C, H, W>, Const<H>, Const<W>);
 
     fn try_forward<T: Tape<E, D>>(
         &self,
@@ -48,7 +51,7 @@ where
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
     ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
-        let (z, z_split) = chunk2::<_, Halved<C>, Const<H>, Const<W>, E, D, T>(x)?;
+        let (z, z_split) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(x)?;
         if ctx.record_latents {
             ctx.latents.push(z_split.as_vec());
         }

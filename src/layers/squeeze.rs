@@ -1,6 +1,6 @@
 //! Squeeze: `C×H×W → 4C×(H/2)×(W/2)`, in exactly the tutorial's pixel order.
 use crate::flow::{Flow, FlowCtx, Ldj};
-use crate::shape::{Halve, Halved, Img, Quadruple, Quadrupled};
+use crate::shape::{Img, SqueezeChannels, SqueezeHeight, SqueezeWidth};
 use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
@@ -8,9 +8,15 @@ use dfdx::prelude::*;
 /// `(y, x)` is input channel `c` at `(2y + dy, 2x + dx)` (PyTorch:
 /// `reshape(B, C, H/2, 2, W/2, 2).permute(0, 1, 3, 5, 2, 4)`). Volume-preserving (ldj + 0).
 ///
-/// Only compiles for even `H` and `W`.
+/// Only compiles for even `H` and `W` (and `C` ≤ 1024); otherwise `cargo check` says e.g.
+/// "cannot squeeze 1x7x7 images (CxHxW): the height 7 is odd".
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Squeeze<const C: usize, const H: usize, const W: usize>;
+
+type C4<const C: usize, const H: usize, const W: usize> =
+    <() as SqueezeChannels<C, H, W>>::Quadrupled;
+type H2<const C: usize, const H: usize, const W: usize> = <() as SqueezeHeight<C, H, W>>::Half;
+type W2<const C: usize, const H: usize, const W: usize> = <() as SqueezeWidth<C, H, W>>::Half;
 
 impl<const C: usize, const H: usize, const W: usize> dfdx::nn::ZeroSizedModule
     for Squeeze<C, H, W>
@@ -20,12 +26,10 @@ impl<const C: usize, const H: usize, const W: usize> dfdx::nn::ZeroSizedModule
 impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice<E>> Flow<E, D>
     for Squeeze<C, H, W>
 where
-    Const<C>: Quadruple,
-    Const<H>: Halve,
-    Const<W>: Halve,
+    (): SqueezeChannels<C, H, W> + SqueezeHeight<C, H, W> + SqueezeWidth<C, H, W>,
 {
     type In = Img<C, H, W>;
-    type Out = (usize, Quadrupled<C>, Halved<H>, Halved<W>);
+    type Out = (usize, C4<C, H, W>, H2<C, H, W>, W2<C, H, W>);
 
     fn try_forward<T: Tape<E, D>>(
         &self,
@@ -34,11 +38,11 @@ where
         _ctx: &mut FlowCtx<E>,
     ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
         let b = x.shape().0;
-        let (h2, w2) = (Halved::<H>::default(), Halved::<W>::default());
+        let (h2, w2) = (H2::<C, H, W>::default(), W2::<C, H, W>::default());
         let z = x
             .try_reshape_like(&(b, Const::<C>, h2, Const::<2>, w2, Const::<2>))?
             .try_permute::<_, Axes6<0, 1, 3, 5, 2, 4>>()?
-            .try_reshape_like(&(b, Quadrupled::<C>::default(), h2, w2))?;
+            .try_reshape_like(&(b, C4::<C, H, W>::default(), h2, w2))?;
         Ok((z, ldj))
     }
 
@@ -48,7 +52,7 @@ where
         _ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, D::Err> {
         let b = z.shape().0;
-        let (h2, w2) = (Halved::<H>::default(), Halved::<W>::default());
+        let (h2, w2) = (H2::<C, H, W>::default(), W2::<C, H, W>::default());
         z.try_reshape_like(&(b, Const::<C>, Const::<2>, Const::<2>, h2, w2))?
             .try_permute::<_, Axes6<0, 1, 4, 2, 5, 3>>()?
             .try_reshape_like(&(b, Const::<C>, Const::<H>, Const::<W>))

@@ -10,7 +10,14 @@ use dfdx::prelude::*;
 
 /// A flow on images of shape [`ConditionalFlow::Img`] whose transform depends on a
 /// conditioning image of the same shape (a coupling layer whose network sees both).
-pub trait ConditionalFlow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D> {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a conditional flow on `{E}` tensors on `{D}`: variational dequantization needs flows conditioned on the image",
+    label = "not a `ConditionalFlow<{E}, {D}>`",
+    note = "use a tuple of 1 to 6 `CondCheckerboardCoupling`s of the image's shape, with the same element type and device as the model"
+)]
+pub trait ConditionalFlow<E: FlowDtype, D: FlowDevice<E>>:
+    TensorCollection<E, D, To<E, D> = Self>
+{
     /// Shape of the transformed and of the conditioning images.
     type Img: ImgShape;
 

@@ -347,7 +347,9 @@ impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: Dtype, D: Storage<
 
 /// A network that maps `CIn`-channel images to `COut`-channel images of the same size: the
 /// conditioner of a coupling layer.
-pub trait Conditioner<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D> {
+pub trait Conditioner<E: FlowDtype, D: FlowDevice<E>>:
+    TensorCollection<E, D, To<E, D> = Self>
+{
     /// Input channels.
     type CIn: ConstDim;
     /// Output channels.

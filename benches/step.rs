@@ -14,8 +14,8 @@ use dfdx_flows::optim::Adam;
 use dfdx_flows::prelude::*;
 use std::time::Instant;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "../examples/common/alloc.rs"]
+mod alloc;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -163,6 +163,7 @@ fn rss_child(name: &str, batch: usize) {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {
         args.iter()

@@ -4,11 +4,10 @@
 use dfdx_flows::models::simple_flow;
 use std::process::ExitCode;
 
-// Training allocates and frees large tensors every step; mimalloc keeps them mapped instead of
-// returning them to the OS and faulting them back in.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common/alloc.rs"]
+mod alloc;
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     dfdx_flows::cli::run("simple", simple_flow)
 }

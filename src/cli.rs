@@ -225,6 +225,11 @@ fn failed<E: std::fmt::Display>(e: E) -> CliError {
     CliError::Failed(e.to_string())
 }
 
+/// A device error (allocation, shape) as a one-line failure.
+fn device_failed<E: std::fmt::Debug>(e: E) -> CliError {
+    CliError::Failed(format!("{e:?}"))
+}
+
 fn dispatch<F>(
     name: &str,
     build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
@@ -383,8 +388,7 @@ where
             args.inputs.display()
         )));
     }
-    let log_px =
-        log_likelihoods(&model, &dev, &images, &noise).map_err(|e| failed(format!("{e:?}")))?;
+    let log_px = log_likelihoods(&model, &dev, &images, &noise).map_err(device_failed)?;
     let bpd: Vec<f64> = log_px
         .iter()
         .map(|l| -l * std::f64::consts::LOG2_E / 784.0)
@@ -555,7 +559,7 @@ where
     };
     let samples = model
         .sample(&dev, args.n, None, &mut ctx)
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     save_grid(
         &args.out,
         &to_bytes(&samples.as_vec()),
@@ -618,9 +622,7 @@ where
             Img::<1, 28, 28>::with_batch(chunk.len() / 784),
         );
         let t = Instant::now();
-        let bpd = model
-            .importance_bpd(&x)
-            .map_err(|e| failed(format!("{e:?}")))?;
+        let bpd = model.importance_bpd(&x).map_err(device_failed)?;
         if chunk.len() == 64 * 784 {
             inference.push(t.elapsed().as_secs_f64() / model.import_samples as f64);
         }
@@ -630,7 +632,7 @@ where
     let t = Instant::now();
     model
         .sample(&dev, 64, None, &mut FlowCtx::default())
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     let results = EvalResults {
         model: name.to_string(),
         val_bpd,
@@ -1033,22 +1035,20 @@ where
     let noise: Vec<f32> = (0..images.len()).map(|_| rng.gen::<f32>()).collect();
     let x = dev
         .try_tensor_from_vec(images, Img::<1, 28, 28>::with_batch(n))
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     let mut ctx = FlowCtx {
         dequant_noise: Some(noise),
         record_latents: true,
         ..FlowCtx::default()
     };
-    let (z, _) = model
-        .encode(x, &mut ctx)
-        .map_err(|e| failed(format!("{e:?}")))?;
+    let (z, _) = model.encode(x, &mut ctx).map_err(device_failed)?;
     let m = args.pairs * args.steps;
     let z = dev
         .try_tensor_from_vec(
             lerp_pairs(&z.as_vec(), args.pairs, args.steps),
             F::Out::with_batch(m),
         )
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     let mut decode = FlowCtx::default();
     if !args.sample_splits {
         decode.latents = ctx
@@ -1059,7 +1059,7 @@ where
     }
     let images = model
         .sample(&dev, m, Some(z), &mut decode)
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     write_grid(&args.out, &images.as_vec(), args.steps)?;
     println!(
         "wrote {} interpolation(s) of {} steps between test images to {}",
@@ -1095,14 +1095,14 @@ where
     };
     model
         .encode(dev.zeros_like(&Img::<1, 28, 28>::with_batch(1)), &mut probe)
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     if probe.latents.is_empty() {
         return Err(failed(
             "this model has no split layers: its final latent is the whole latent, so there are no earlier levels to vary (use the multiscale model)",
         ));
     }
     let finals = crate::flow::standard_normal(&dev, &F::Out::with_batch(args.rows))
-        .map_err(|e| failed(format!("{e:?}")))?
+        .map_err(device_failed)?
         .as_vec();
     let per = finals.len() / args.rows;
     let t = args.temperature as f32;
@@ -1117,14 +1117,14 @@ where
     let n = args.rows * LATENT_ROW;
     let z = dev
         .try_tensor_from_vec(z, F::Out::with_batch(n))
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     let mut ctx = FlowCtx {
         temperature: args.temperature,
         ..FlowCtx::default()
     };
     let samples = model
         .sample(&dev, n, Some(z), &mut ctx)
-        .map_err(|e| failed(format!("{e:?}")))?;
+        .map_err(device_failed)?;
     write_grid(&args.out, &samples.as_vec(), LATENT_ROW)?;
     println!(
         "wrote {} rows of {LATENT_ROW} samples sharing their final latent to {}",
@@ -1165,7 +1165,7 @@ where
         let out = model
             .flows
             .first_layer_forward(&dev, images.clone(), args.images, &mut FlowCtx::default())
-            .map_err(|e| failed(format!("{e:?}")))?;
+            .map_err(device_failed)?;
         values.extend(out.into_iter().map(f64::from));
     }
     let (range, what) = match args.space {

@@ -115,9 +115,7 @@ fn train_step<
     model: &mut ImageFlow<F>,
     adam: &mut Adam,
     x: &Tensor<Img<C, H, W>, f32, Dev>,
-) where
-    ImageFlow<F>: TensorCollection<f32, Dev>,
-{
+) {
     let g = model.alloc_grads();
     let loss = model
         .bpd(x.clone().traced(g), &mut FlowCtx::default())

@@ -62,9 +62,7 @@ fn train_step<F: Flow<f32, Cpu, In = Img<1, 28, 28>>>(
     adam: &mut Adam,
     grads: &mut Option<Gradients<f32, Cpu>>,
     x: &Tensor<Img<1, 28, 28>, f32, Cpu>,
-) where
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
-{
+) {
     let g = grads.take().unwrap_or_else(|| model.alloc_grads());
     let loss = model
         .bpd(x.clone().traced(g), &mut FlowCtx::default())
@@ -80,9 +78,7 @@ fn bench<F: Flow<f32, Cpu, In = Img<1, 28, 28>>>(
     mut model: ImageFlow<F>,
     dev: &Cpu,
     opts: &Opts,
-) where
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
-{
+) {
     let x = images(dev, opts.batch);
     let mut adam = Adam::new(1e-3);
     let mut grads = None;

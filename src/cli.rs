@@ -196,7 +196,6 @@ pub fn cpu_device(seed: u64) -> Cpu {
 pub fn run<F>(name: &str, build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>) -> ExitCode
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     let cli = Cli::parse();
     match dispatch(name, build, cli.command) {
@@ -237,7 +236,6 @@ fn dispatch<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     match command {
         None => {
@@ -289,7 +287,6 @@ pub fn run_from<F, I, T>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
@@ -359,7 +356,6 @@ fn cmd_loglik<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     let dev = cpu_device(0);
     let model = load_model(build, &dev, &args.weights)?;
@@ -422,7 +418,6 @@ fn cmd_train<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     if args.batch_size == 0 || args.epochs == 0 {
         return Err(failed("--batch-size and --epochs must be at least 1"));
@@ -531,7 +526,6 @@ fn load_model<F>(
 ) -> Result<ImageFlow<F>, CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     let weights = find_weights(path)?;
     let mut model = build(dev).map_err(failed)?;
@@ -546,7 +540,6 @@ fn cmd_sample<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     if args.n == 0 {
         return Err(failed("--n must be at least 1"));
@@ -599,7 +592,6 @@ fn cmd_eval<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     let dev = cpu_device(42);
     let mut model = load_model(build, &dev, &args.checkpoint)?;
@@ -1015,7 +1007,6 @@ fn cmd_interpolate<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     use rand::{Rng, SeedableRng};
     if args.pairs == 0 {
@@ -1076,7 +1067,6 @@ fn cmd_latents<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     if args.rows == 0 {
         return Err(failed("--rows must be at least 1"));
@@ -1141,7 +1131,6 @@ fn cmd_dequant_hist<F>(
 ) -> Result<(), CliError>
 where
     F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
 {
     if args.images == 0 || args.draws == 0 || args.bins == 0 {
         return Err(failed("--images, --draws and --bins must be at least 1"));

@@ -217,7 +217,6 @@ where
     E: FlowDtype,
     D: FlowDevice<E>,
     F: Flow<E, D>,
-    ImageFlow<F>: TensorCollection<E, D>,
 {
     let numel = F::In::NUMEL;
     let n_train = (train.len() / numel).min(config.max_train.unwrap_or(usize::MAX));

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench layers                 # everything (tens of minutes on 2 cores)
 //! cargo bench --bench layers -- layer/       # one group; criterion filters by name
+//! cargo bench --bench layers -- "gated conv" # the fused network against the chain of ops
 //! ```
 //!
 //! The whole-model figures the tutorial reports (training step at batch 128, bpd of 64 images,
@@ -106,6 +107,38 @@ fn conv(c: &mut Criterion) {
     group.finish();
 }
 
+/// The conditioner network of a checkerboard coupling (1 → 32 → 2 channels, 28×28) as one fused
+/// op (what the layers use on the CPU) and as the chain of its layers, one op each.
+fn network(c: &mut Criterion) {
+    use dfdx_flows::nn::Conditioner;
+    type Net = GatedConvNet<Const<1>, Const<32>, Const<2>, f32, Dev>;
+    let dev = device();
+    let mut net = dev.build_module::<Net, f32>();
+    dfdx_flows::params::perturb_params(&mut net, 0.1).unwrap();
+    let x: Tensor<(usize, Const<1>, Const<28>, Const<28>), f32, Dev> =
+        dev.sample_normal_like(&(BATCH, Const, Const, Const));
+    let mut group = c.benchmark_group("gated conv net 1->32->2 28x28");
+    group.sample_size(10);
+    for fused in [true, false] {
+        let name = if fused { "fused" } else { "chain of ops" };
+        let mut grads = Some(net.alloc_grads());
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| {
+                let x = x.clone().traced(grads.take().unwrap());
+                let y = if fused {
+                    net.try_condition(x).unwrap()
+                } else {
+                    net.try_condition_composed(x).unwrap()
+                };
+                let mut g = y.sum().backward();
+                net.zero_grads(&mut g);
+                grads = Some(g);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn train_step<
     F: Flow<f32, Dev, In = Img<C, H, W>>,
     const C: usize,
@@ -199,5 +232,5 @@ fn size_scaling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layers, conv, batch_scaling, size_scaling);
+criterion_group!(benches, layers, conv, network, batch_scaling, size_scaling);
 criterion_main!(benches);

@@ -1,7 +1,6 @@
 //! The tutorial's `multiscale` flow on MNIST: `cargo run --release --example multiscale -- --help`.
 //!
 //! Without arguments: train with the tutorial's settings, then write samples.
-use dfdx_flows::models::multiscale_flow;
 use std::process::ExitCode;
 
 #[path = "common/alloc.rs"]
@@ -9,5 +8,5 @@ mod alloc;
 
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
-    dfdx_flows::cli::run("multiscale", multiscale_flow)
+    dfdx_flows::cli::run::<dfdx_flows::cli::Multiscale>("multiscale")
 }

@@ -14,6 +14,7 @@
 //! ```
 use crate::checkpoint::{self, load_weights};
 use crate::data::{Mnist, Split};
+use crate::device::{DeviceChoice, DeviceError, OpenDevice, Resolved};
 use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo};
 use crate::model::ImageFlow;
 use crate::shape::Img;
@@ -38,6 +39,10 @@ pub struct Cli {
     /// What to do; without a command: train with the defaults, then write samples.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Where to compute: `auto` is the GPU when built with feature `cuda` and one answers,
+    /// else the CPU
+    #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
 }
 
 /// The commands.
@@ -181,24 +186,76 @@ impl Default for TrainArgs {
     }
 }
 
-/// The CPU device as the examples use it: seeded, denormals flushed.
-///
-/// dfdx's allocation cache stays off: it keeps every freed buffer for reuse, which measured
-/// no faster here and raised the peak memory of a simple-flow training step from 6.9 to 10.1 GB.
+/// The CPU device as the examples use it: seeded, denormals flushed (see
+/// [`OpenDevice`](crate::device::OpenDevice) for `Cpu`).
 pub fn cpu_device(seed: u64) -> Cpu {
-    dfdx::flush_denormals_to_zero();
-    Cpu::seed_from_u64(seed)
+    <Cpu as OpenDevice>::open(seed).expect("the CPU is always available")
 }
 
-/// Runs the command line for one model. `build` makes a fresh model; the model is a
-/// [`Chain`](crate::Chain), as all of this crate's models are ([`FirstLayer`]: `dequant-hist`
-/// runs its first layer alone).
-pub fn run<F>(name: &str, build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>) -> ExitCode
-where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
-{
-    let cli = Cli::parse();
-    match dispatch(name, build, cli.command) {
+/// A model as the command line runs it: how to build it on any device.
+///
+/// The examples pass [`Simple`], [`VarDeq`] or [`Multiscale`] to [`run`]; your own model works
+/// the same way:
+///
+/// ```
+/// use dfdx_flows::cli::CliModel;
+/// use dfdx_flows::prelude::*;
+///
+/// struct Small;
+/// impl CliModel for Small {
+///     type Flow<D: FlowDevice<f32>> =
+///         Chain<(Dequantization<1, 28, 28>, CheckerboardCoupling<1, 28, 28, 8, false, f32, D>)>;
+///     fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err> {
+///         ImageFlow::<Self::Flow<D>>::try_build(dev)
+///     }
+/// }
+/// // fn main() -> std::process::ExitCode { dfdx_flows::cli::run::<Small>("small") }
+/// ```
+pub trait CliModel {
+    /// The flow on device `D`: a [`Chain`](crate::Chain) on 1×28×28 images ([`FirstLayer`]:
+    /// `dequant-hist` runs its first layer alone).
+    type Flow<D: FlowDevice<f32>>: Flow<f32, D, In = Img<1, 28, 28>> + FirstLayer<f32, D>;
+    /// A fresh model on `dev`.
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err>;
+}
+
+/// The tutorial's simple flow ([`SimpleFlow`](crate::models::SimpleFlow)) for [`run`].
+pub struct Simple;
+/// The tutorial's variational-dequantization flow ([`VarDeqFlow`](crate::models::VarDeqFlow)).
+pub struct VarDeq;
+/// The tutorial's multi-scale flow ([`MultiscaleFlow`](crate::models::MultiscaleFlow)).
+pub struct Multiscale;
+
+impl CliModel for Simple {
+    type Flow<D: FlowDevice<f32>> = crate::models::SimpleFlow<f32, D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err> {
+        crate::models::simple_flow(dev)
+    }
+}
+
+impl CliModel for VarDeq {
+    type Flow<D: FlowDevice<f32>> = crate::models::VarDeqFlow<f32, D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err> {
+        crate::models::vardeq_flow(dev)
+    }
+}
+
+impl CliModel for Multiscale {
+    type Flow<D: FlowDevice<f32>> = crate::models::MultiscaleFlow<f32, D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err> {
+        crate::models::multiscale_flow(dev)
+    }
+}
+
+/// The devices the command line can run on.
+pub trait CliDevice: FlowDevice<f32> + OpenDevice {}
+impl<D: FlowDevice<f32> + OpenDevice> CliDevice for D {}
+
+/// Runs the command line for model `M` (its run directory is `runs/NAME`) on the process's
+/// arguments, and turns the outcome into the exit status: 0, 1 with one line on stderr, or
+/// 130 after Ctrl-C.
+pub fn run<M: CliModel>(name: &str) -> ExitCode {
+    match run_cli::<M>(name, Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Interrupted(msg)) => {
             eprintln!("{msg}");
@@ -208,6 +265,32 @@ where
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the command line for model `M` on the given arguments (the first is the program
+/// name), as [`run`] does on the process's: for tests and for embedding.
+pub fn run_from<M, I, T>(name: &str, args: I) -> Result<(), CliError>
+where
+    M: CliModel,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| CliError::Failed(e.to_string()))?;
+    run_cli::<M>(name, cli)
+}
+
+fn run_cli<M: CliModel>(name: &str, cli: Cli) -> Result<(), CliError> {
+    // The charts need no model and no device.
+    if let Some(Command::Charts(args)) = &cli.command {
+        return cmd_charts(args);
+    }
+    match cli.device.resolve()? {
+        Resolved::Cpu => dispatch::<M::Flow<Cpu>, Cpu>(name, M::build::<Cpu>, cli.command),
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda => dispatch::<M::Flow<Cuda>, Cuda>(name, M::build::<Cuda>, cli.command),
+        #[cfg(not(feature = "cuda"))]
+        Resolved::Cuda => Err(DeviceError::NotBuilt.into()),
     }
 }
 
@@ -229,13 +312,19 @@ fn device_failed<E: std::fmt::Debug>(e: E) -> CliError {
     CliError::Failed(format!("{e:?}"))
 }
 
-fn dispatch<F>(
+impl From<DeviceError> for CliError {
+    fn from(e: DeviceError) -> Self {
+        failed(e)
+    }
+}
+
+fn dispatch<F, D: CliDevice>(
     name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     command: Option<Command>,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
+    F: Flow<f32, D, In = Img<1, 28, 28>> + FirstLayer<f32, D>,
 {
     match command {
         None => {
@@ -262,7 +351,7 @@ where
         }
         Some(Command::Train(args)) => cmd_train(name, build, &args),
         Some(Command::Info) => {
-            let dev = cpu_device(0);
+            let dev = D::open(0)?;
             let model = build(&dev).map_err(failed)?;
             let rows: Vec<LayerInfo> = model.describe();
             print!("{}", layer_table(&rows, model.num_trainable_params()));
@@ -276,22 +365,6 @@ where
         Some(Command::DequantHist(args)) => cmd_dequant_hist(name, build, &args),
         Some(Command::Charts(args)) => cmd_charts(&args),
     }
-}
-
-/// Runs the command line for one model on the given arguments (the first is the program
-/// name), as [`run`] does on the process's: for tests and for embedding.
-pub fn run_from<F, I, T>(
-    name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
-    args: I,
-) -> Result<(), CliError>
-where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    let cli = Cli::try_parse_from(args).map_err(|e| CliError::Failed(e.to_string()))?;
-    dispatch(name, build, cli.command)
 }
 
 /// Reads the f32 tensor `name` of shape (N, 1, 28, 28) from a safetensors file.
@@ -328,14 +401,14 @@ fn read_images(path: &Path, name: &str) -> Result<Vec<f32>, CliError> {
 
 /// `log p(x)` per image of `images` (values 0..255) with dequantization noise `noise`, both
 /// laid out as (N, 1, 28, 28): the library call behind `loglik`.
-pub fn log_likelihoods<F>(
+pub fn log_likelihoods<F, D: CliDevice>(
     model: &ImageFlow<F>,
-    dev: &Cpu,
+    dev: &D,
     images: &[f32],
     noise: &[f32],
-) -> Result<Vec<f64>, CpuError>
+) -> Result<Vec<f64>, D::Err>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     assert_eq!(images.len(), noise.len(), "images and noise differ in size");
     let n = images.len() / 784;
@@ -349,15 +422,15 @@ where
         .collect())
 }
 
-fn cmd_loglik<F>(
+fn cmd_loglik<F, D: CliDevice>(
     name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &LoglikArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    let dev = cpu_device(0);
+    let dev = D::open(0)?;
     let model = load_model(build, &dev, &args.weights)?;
     let images = read_images(&args.inputs, "images")?;
     let noise = read_images(&args.inputs, "noise")?;
@@ -411,13 +484,13 @@ where
     Ok(())
 }
 
-fn cmd_train<F>(
+fn cmd_train<F, D: CliDevice>(
     name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &TrainArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     if args.batch_size == 0 || args.epochs == 0 {
         return Err(failed("--batch-size and --epochs must be at least 1"));
@@ -434,7 +507,7 @@ where
             .collect()
     };
     let (train_px, val_px) = (pixels(Split::Train), pixels(Split::Validation));
-    let dev = cpu_device(args.seed);
+    let dev = D::open(args.seed)?;
     let mut model = build(&dev).map_err(failed)?;
     let config = TrainConfig {
         epochs: args.epochs,
@@ -519,13 +592,13 @@ pub fn find_weights(path: &Path) -> Result<PathBuf, CliError> {
     )))
 }
 
-fn load_model<F>(
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
-    dev: &Cpu,
+fn load_model<F, D: CliDevice>(
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    dev: &D,
     path: &Path,
 ) -> Result<ImageFlow<F>, CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     let weights = find_weights(path)?;
     let mut model = build(dev).map_err(failed)?;
@@ -533,18 +606,18 @@ where
     Ok(model)
 }
 
-fn cmd_sample<F>(
+fn cmd_sample<F, D: CliDevice>(
     _name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &SampleArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     if args.n == 0 {
         return Err(failed("--n must be at least 1"));
     }
-    let dev = cpu_device(args.seed);
+    let dev = D::open(args.seed)?;
     let model = load_model(build, &dev, &args.checkpoint)?;
     let mut ctx = FlowCtx {
         temperature: args.temperature,
@@ -585,15 +658,15 @@ pub struct EvalResults {
     pub parameters: usize,
 }
 
-fn cmd_eval<F>(
+fn cmd_eval<F, D: CliDevice>(
     name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &EvalArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    let dev = cpu_device(42);
+    let dev = D::open(42)?;
     let mut model = load_model(build, &dev, &args.checkpoint)?;
     model.import_samples = args.import_samples.max(1);
     let mnist = Mnist::obtain(args.data.clone()).map_err(failed)?;
@@ -1001,12 +1074,12 @@ pub fn lerp_pairs(values: &[f32], pairs: usize, steps: usize) -> Vec<f32> {
     out
 }
 
-fn cmd_interpolate<F>(
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+fn cmd_interpolate<F, D: CliDevice>(
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &InterpolateArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     use rand::{Rng, SeedableRng};
     if args.pairs == 0 {
@@ -1018,7 +1091,7 @@ where
         ));
     }
     check_output(&args.out)?;
-    let dev = cpu_device(args.seed);
+    let dev = D::open(args.seed)?;
     let model = load_model(build, &dev, &args.checkpoint)?;
     let n = 2 * args.pairs;
     let images = test_images(args.data.clone(), n)?;
@@ -1061,12 +1134,12 @@ where
     Ok(())
 }
 
-fn cmd_latents<F>(
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+fn cmd_latents<F, D: CliDevice>(
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &LatentsArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>>,
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     if args.rows == 0 {
         return Err(failed("--rows must be at least 1"));
@@ -1075,7 +1148,7 @@ where
         return Err(failed("--temperature must be a positive number"));
     }
     check_output(&args.out)?;
-    let dev = cpu_device(args.seed);
+    let dev = D::open(args.seed)?;
     let model = load_model(build, &dev, &args.checkpoint)?;
     // Whether the model has split layers: encode one blank image and see what they record.
     let mut probe = FlowCtx {
@@ -1124,19 +1197,19 @@ where
     Ok(())
 }
 
-fn cmd_dequant_hist<F>(
+fn cmd_dequant_hist<F, D: CliDevice>(
     name: &str,
-    build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>,
+    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &DequantHistArgs,
 ) -> Result<(), CliError>
 where
-    F: Flow<f32, Cpu, In = Img<1, 28, 28>> + FirstLayer<f32, Cpu>,
+    F: Flow<f32, D, In = Img<1, 28, 28>> + FirstLayer<f32, D>,
 {
     if args.images == 0 || args.draws == 0 || args.bins == 0 {
         return Err(failed("--images, --draws and --bins must be at least 1"));
     }
     check_output(&args.out)?;
-    let dev = cpu_device(args.seed);
+    let dev = D::open(args.seed)?;
     let model = load_model(build, &dev, &args.checkpoint)?;
     let layer = model.flows.first_layer_name();
     let kind = if layer.starts_with("VariationalDequantization") {

@@ -34,6 +34,7 @@ pub mod charts;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod flow;
 pub mod layers;
 pub mod model;

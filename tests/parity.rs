@@ -14,8 +14,9 @@ use dfdx_flows::prelude::*;
 use std::path::{Path, PathBuf};
 
 type Dev = Cpu;
-type Cb<const HIDDEN: usize, const INVERT: bool, E> =
-    CheckerboardCoupling<1, 28, 28, HIDDEN, INVERT, E, Dev>;
+type Cb<const HIDDEN: usize, const INVERT: bool, E> = CbOn<HIDDEN, INVERT, E, Dev>;
+type CbOn<const HIDDEN: usize, const INVERT: bool, E, D> =
+    CheckerboardCoupling<1, 28, 28, HIDDEN, INVERT, E, D>;
 type InnerVarDeq<E> = VariationalDequantization<
     1,
     28,
@@ -29,16 +30,17 @@ type InnerVarDeq<E> = VariationalDequantization<
 >;
 
 /// `create_simple_flow(use_vardeq=False, c_hidden=8)`.
-type SmallSimple<E> = Chain<(
+type SmallSimple<E> = SmallSimpleOn<E, Dev>;
+type SmallSimpleOn<E, D> = Chain<(
     Dequantization<1, 28, 28>,
-    Cb<8, false, E>,
-    Cb<8, true, E>,
-    Cb<8, false, E>,
-    Cb<8, true, E>,
-    Cb<8, false, E>,
-    Cb<8, true, E>,
-    Cb<8, false, E>,
-    Cb<8, true, E>,
+    CbOn<8, false, E, D>,
+    CbOn<8, true, E, D>,
+    CbOn<8, false, E, D>,
+    CbOn<8, true, E, D>,
+    CbOn<8, false, E, D>,
+    CbOn<8, true, E, D>,
+    CbOn<8, false, E, D>,
+    CbOn<8, true, E, D>,
 )>;
 
 /// `create_simple_flow(use_vardeq=True, c_hidden=8, vardeq_c_hidden=4)`.
@@ -287,8 +289,12 @@ fn full_models_have_the_state_dict_names_and_shapes() {
     );
 }
 
-fn build_small_simple(dev: &Dev) -> Result<ImageFlow<SmallSimple<f32>>, CpuError> {
-    ImageFlow::try_build(dev)
+struct SmallSimpleModel;
+impl dfdx_flows::cli::CliModel for SmallSimpleModel {
+    type Flow<D: FlowDevice<f32>> = SmallSimpleOn<f32, D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err> {
+        ImageFlow::try_build(dev)
+    }
 }
 
 /// `loglik` (the command line shared by the examples) on the fixture's weights and inputs gives
@@ -299,9 +305,8 @@ fn loglik_command_matches_the_library_and_pytorch() {
     let out = dir.path().join("loglik.json");
     let weights = fixture("simple_weights.safetensors");
     let inputs = fixture("simple_inputs.safetensors");
-    dfdx_flows::cli::run_from(
+    dfdx_flows::cli::run_from::<SmallSimpleModel, _, _>(
         "simple",
-        build_small_simple,
         [
             "simple".as_ref(),
             "loglik".as_ref(),
@@ -333,9 +338,8 @@ fn loglik_command_matches_the_library_and_pytorch() {
     }
 
     // Bad inputs: one clear error, no panic.
-    let err = dfdx_flows::cli::run_from(
+    let err = dfdx_flows::cli::run_from::<SmallSimpleModel, _, _>(
         "simple",
-        build_small_simple,
         [
             "simple".as_ref(),
             "loglik".as_ref(),
@@ -347,9 +351,8 @@ fn loglik_command_matches_the_library_and_pytorch() {
     )
     .unwrap_err();
     assert!(format!("{err:?}").contains("no tensor `images`"), "{err:?}");
-    let err = dfdx_flows::cli::run_from(
+    let err = dfdx_flows::cli::run_from::<SmallSimpleModel, _, _>(
         "simple",
-        build_small_simple,
         [
             "simple".as_ref(),
             "loglik".as_ref(),

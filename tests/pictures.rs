@@ -3,7 +3,7 @@
 //! write, the round trip at the ends of an interpolation, and one clear error for bad
 //! arguments. No network: the fake MNIST is written to a temporary directory.
 use dfdx::prelude::*;
-use dfdx_flows::cli::{self, CliError, EvalResults};
+use dfdx_flows::cli::{self, CliError, CliModel, EvalResults};
 use dfdx_flows::params::perturb_params;
 use dfdx_flows::prelude::*;
 use std::ffi::OsString;
@@ -11,39 +11,47 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-type Cb<const INVERT: bool> = CheckerboardCoupling<1, 28, 28, 4, INVERT, f32, Cpu>;
+type Cb<const INVERT: bool, D> = CheckerboardCoupling<1, 28, 28, 4, INVERT, f32, D>;
 
 /// Uniform dequantization and two small checkerboard couplings (no split).
-type TinySimple = Chain<(Dequantization<1, 28, 28>, Cb<false>, Cb<true>)>;
+type TinySimple<D> = Chain<(Dequantization<1, 28, 28>, Cb<false, D>, Cb<true, D>)>;
 
 /// Variational dequantization with two small conditional couplings.
-type TinyVarDeq = VariationalDequantization<
+type TinyVarDeq<D> = VariationalDequantization<
     1,
     28,
     28,
     (
-        CondCheckerboardCoupling<1, 28, 28, 4, false, f32, Cpu>,
-        CondCheckerboardCoupling<1, 28, 28, 4, true, f32, Cpu>,
+        CondCheckerboardCoupling<1, 28, 28, 4, false, f32, D>,
+        CondCheckerboardCoupling<1, 28, 28, 4, true, f32, D>,
     ),
 >;
 
 /// The multi-scale model's shape, narrow: latent 8×7×7, one split of 2×14×14.
-type TinyMulti = Chain<(
-    TinyVarDeq,
-    Cb<false>,
+type TinyMulti<D> = Chain<(
+    TinyVarDeq<D>,
+    Cb<false, D>,
     Squeeze<1, 28, 28>,
-    ChannelCoupling<4, 14, 14, 4, false, f32, Cpu>,
+    ChannelCoupling<4, 14, 14, 4, false, f32, D>,
     Split<4, 14, 14>,
     Squeeze<2, 14, 14>,
-    ChannelCoupling<8, 7, 7, 4, false, f32, Cpu>,
+    ChannelCoupling<8, 7, 7, 4, false, f32, D>,
 )>;
 
-fn build_simple(dev: &Cpu) -> Result<ImageFlow<TinySimple>, CpuError> {
-    ImageFlow::try_build(dev)
+struct Simple;
+impl CliModel for Simple {
+    type Flow<D: FlowDevice<f32>> = TinySimple<D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<TinySimple<D>>, D::Err> {
+        ImageFlow::try_build(dev)
+    }
 }
 
-fn build_multi(dev: &Cpu) -> Result<ImageFlow<TinyMulti>, CpuError> {
-    ImageFlow::try_build(dev)
+struct Multi;
+impl CliModel for Multi {
+    type Flow<D: FlowDevice<f32>> = TinyMulti<D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<TinyMulti<D>>, D::Err> {
+        ImageFlow::try_build(dev)
+    }
 }
 
 /// Test image `i` of the fake MNIST: a ring of varied grey levels on black, placed and sized
@@ -118,12 +126,9 @@ fn fake_mnist() -> &'static Path {
 
 /// A directory holding `model.safetensors`: a fresh model with every trainable tensor
 /// perturbed, so that no coupling is the identity.
-fn saved<F>(build: fn(&Cpu) -> Result<ImageFlow<F>, CpuError>) -> tempfile::TempDir
-where
-    ImageFlow<F>: TensorCollection<f32, Cpu>,
-{
+fn saved<M: CliModel>() -> tempfile::TempDir {
     let dev = Cpu::seed_from_u64(7);
-    let mut model = build(&dev).unwrap();
+    let mut model = M::build(&dev).unwrap();
     perturb_params(&mut model, 0.1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     model
@@ -139,11 +144,11 @@ fn args(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
 }
 
 fn run_simple(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(), CliError> {
-    cli::run_from("simple", build_simple, args(list))
+    cli::run_from::<Simple, _, _>("simple", args(list))
 }
 
 fn run_multi(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(), CliError> {
-    cli::run_from("multiscale", build_multi, args(list))
+    cli::run_from::<Multi, _, _>("multiscale", args(list))
 }
 
 /// The message of a failure, checked to be one line.
@@ -195,7 +200,7 @@ fn max_level_diff(a: &[u8], b: &[u8]) -> u8 {
 fn interpolations_start_and_end_at_the_test_images() {
     let data = fake_mnist();
     let out_dir = tempfile::tempdir().unwrap();
-    let multi = saved(build_multi);
+    let multi = saved::<Multi>();
     let out = out_dir.path().join("interp.png");
     run_multi(&[
         &"interpolate",
@@ -250,7 +255,7 @@ fn interpolations_start_and_end_at_the_test_images() {
     assert_eq!(grid.dimensions(), grid_size(1, 8));
     assert_not_constant(&grid, "interpolation with sampled splits");
 
-    let simple = saved(build_simple);
+    let simple = saved::<Simple>();
     let out = out_dir.path().join("interp-simple.png");
     run_simple(&[
         &"interpolate",
@@ -275,7 +280,7 @@ fn interpolations_start_and_end_at_the_test_images() {
 #[test]
 fn latents_share_the_final_latent_per_row() {
     let out_dir = tempfile::tempdir().unwrap();
-    let multi = saved(build_multi);
+    let multi = saved::<Multi>();
     let out = out_dir.path().join("shared.png");
     run_multi(&[
         &"latents",
@@ -300,7 +305,7 @@ fn latents_share_the_final_latent_per_row() {
     assert_ne!(cell(&grid, 0, 0), cell(&grid, 1, 0));
 
     // A model without split layers has nothing to vary.
-    let simple = saved(build_simple);
+    let simple = saved::<Simple>();
     let msg = error_line(run_simple(&[
         &"latents",
         &"--checkpoint",
@@ -315,8 +320,8 @@ fn latents_share_the_final_latent_per_row() {
 fn dequantization_histograms_of_both_kinds() {
     let data = fake_mnist();
     let out_dir = tempfile::tempdir().unwrap();
-    let simple = saved(build_simple);
-    let multi = saved(build_multi);
+    let simple = saved::<Simple>();
+    let multi = saved::<Multi>();
     let uniform = out_dir.path().join("uniform.png");
     let variational = out_dir.path().join("variational.png");
     let unit = out_dir.path().join("unit.png");
@@ -428,7 +433,7 @@ fn charts_of_the_tutorial_and_training_curves() {
 #[test]
 fn bad_arguments_give_one_clear_line() {
     let data = fake_mnist();
-    let simple = saved(build_simple);
+    let simple = saved::<Simple>();
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("x.png");
     let nowhere = PathBuf::from("/nonexistent-dir-for-pictures-test/x.png");
@@ -440,6 +445,21 @@ fn bad_arguments_give_one_clear_line() {
         (
             run_simple(&[&"interpolate", &"--checkpoint", &missing, &"--out", &out]),
             "no checkpoint found",
+        ),
+        // Asking for a GPU that this build (or, with `cuda`, this machine) cannot give.
+        (
+            run_simple(&[
+                &"sample",
+                &"--device",
+                &"cuda",
+                &"--checkpoint",
+                &simple.path(),
+            ]),
+            if cfg!(feature = "cuda") {
+                "CUDA is not available"
+            } else {
+                "--features cuda"
+            },
         ),
         (
             run_multi(&[

@@ -10,6 +10,8 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
+use super::simd::{assume_init_mut, Kernel};
+
 /// A device that can run the same-padded convolutions of the flows' conditioner networks.
 pub trait ConvDevice<E: Dtype>: Device<E> {
     /// Convolves `x` (batch, `CI`, H, W) with `weight` (`CO`, `CI`, K, K) plus `bias` (`CO`),
@@ -24,13 +26,13 @@ pub trait ConvDevice<E: Dtype>: Device<E> {
 
 /// Shapes of one convolution, in elements.
 #[derive(Clone, Copy, Debug)]
-struct ConvDims {
-    batch: usize,
-    c_in: usize,
-    c_out: usize,
-    height: usize,
-    width: usize,
-    kernel: usize,
+pub(crate) struct ConvDims {
+    pub(crate) batch: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) kernel: usize,
 }
 
 impl ConvDims {
@@ -49,6 +51,7 @@ impl ConvDims {
 fn gemm_into<E: 'static + Copy + Float>(
     (m, n, k): (usize, usize, usize),
     c: &mut [E],
+    (c_rs, c_cs): (usize, usize),
     accumulate: bool,
     a: &[E],
     (a_rs, a_cs): (usize, usize),
@@ -58,14 +61,19 @@ fn gemm_into<E: 'static + Copy + Float>(
     if m == 0 || n == 0 {
         return;
     }
+    // The bounds checks that make the raw-pointer call below sound.
+    assert!(
+        (m - 1) * c_rs + (n - 1) * c_cs < c.len(),
+        "gemm: destination too small"
+    );
     if k == 0 {
         if !accumulate {
-            c[..m * n].iter_mut().for_each(|v| *v = E::zero());
+            for i in 0..m {
+                (0..n).for_each(|j| c[i * c_rs + j * c_cs] = E::zero());
+            }
         }
         return;
     }
-    // The bounds checks that make the raw-pointer call below sound.
-    assert!(c.len() >= m * n, "gemm: destination too small");
     assert!(
         (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
         "gemm: lhs too small"
@@ -81,7 +89,7 @@ fn gemm_into<E: 'static + Copy + Float>(
     );
     // SAFETY: the asserts above prove that every element the kernel reads (row index < m or k,
     // column index < k or n, times the given strides) lies inside `a` and `b`, and every element
-    // it writes (row-major m×n, row stride n) lies inside `c`; `c` is borrowed mutably, so it
+    // it writes (likewise with c's strides) lies inside `c`; `c` is borrowed mutably, so it
     // does not alias `a` or `b`. gemm dispatches on the type id, checked above to be f32 or f64.
     unsafe {
         gemm::gemm(
@@ -89,8 +97,8 @@ fn gemm_into<E: 'static + Copy + Float>(
             n,
             k,
             c.as_mut_ptr(),
-            1,
-            n as isize,
+            c_cs as isize,
+            c_rs as isize,
             accumulate,
             a.as_ptr(),
             a_cs as isize,
@@ -115,64 +123,90 @@ fn valid_columns(w: usize, dx: isize) -> std::ops::Range<usize> {
     start.min(end)..end
 }
 
-/// Unfolds one image (c_in, H, W) into the im2col matrix (c_in·K·K, H·W), zero outside the image.
-fn im2col<E: Float>(d: &ConvDims, img: &[E], cols: &mut [E]) {
-    let (h, w, k) = (d.height, d.width, d.kernel);
-    let pad = (k / 2) as isize;
-    let hw = d.hw();
-    for c in 0..d.c_in {
-        let plane = &img[c * hw..(c + 1) * hw];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
-                let (dy, dx) = (ky as isize - pad, kx as isize - pad);
-                let valid = valid_columns(w, dx);
-                for y in 0..h {
-                    let out_row = &mut row[y * w..(y + 1) * w];
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
-                        out_row.fill(E::zero());
-                        continue;
+/// Where the tap (`dy`, `dx`) of a same-padded convolution reads inside an H×W plane: output
+/// pixel `i` (row-major) reads input pixel `i + offset`, for `i` in `rows` (as pixel indices)
+/// except the columns outside `columns`; `copy` is the part of `rows` where `i + offset` stays in
+/// the plane (it differs from `rows` only by pixels of invalid columns).
+struct Tap {
+    offset: isize,
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+    copy: std::ops::Range<usize>,
+}
+
+impl Tap {
+    fn new(h: usize, w: usize, dy: isize, dx: isize) -> Tap {
+        let hw = (h * w) as isize;
+        let offset = dy * w as isize + dx;
+        let y0 = (-dy).clamp(0, h as isize) as usize;
+        let y1 = (h as isize - dy).clamp(y0 as isize, h as isize) as usize;
+        let rows = y0 * w..y1 * w;
+        let lo = (rows.start as isize).max(-offset).min(rows.end as isize) as usize;
+        let hi = (rows.end as isize).min(hw - offset).max(lo as isize) as usize;
+        Tap {
+            offset,
+            rows,
+            columns: valid_columns(w, dx),
+            copy: lo..hi,
+        }
+    }
+
+    /// Calls `f(i)` for every pixel `i` of a valid row whose column is invalid.
+    fn for_invalid_columns(&self, w: usize, mut f: impl FnMut(usize)) {
+        for y0 in self.rows.clone().step_by(w) {
+            (0..self.columns.start).for_each(|x| f(y0 + x));
+            (self.columns.end..w).for_each(|x| f(y0 + x));
+        }
+    }
+}
+
+simd_kernel! {
+    /// Unfolds one image (c_in, H, W) into the im2col matrix (c_in·K·K, H·W), zero outside the
+    /// image: per tap, one shifted copy of the whole plane, then the padding set to zero.
+    fn im2col<E: Kernel>(d: &ConvDims, img: &[E], cols: &mut [E]) {
+        let (h, w, k) = (d.height, d.width, d.kernel);
+        let pad = (k / 2) as isize;
+        let hw = d.hw();
+        for (c, plane) in img.chunks_exact(hw).enumerate().take(d.c_in) {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
+                    let tap = Tap::new(h, w, ky as isize - pad, kx as isize - pad);
+                    row[..tap.copy.start].fill(E::zero());
+                    row[tap.copy.end..].fill(E::zero());
+                    if !tap.copy.is_empty() {
+                        let src = (tap.copy.start as isize + tap.offset) as usize;
+                        row[tap.copy.clone()].copy_from_slice(&plane[src..src + tap.copy.len()]);
+                        tap.for_invalid_columns(w, |i| row[i] = E::zero());
                     }
-                    let src_row = &plane[sy as usize * w..(sy as usize + 1) * w];
-                    // Interior: one contiguous copy; only the padding columns are zeroed.
-                    out_row[..valid.start].fill(E::zero());
-                    out_row[valid.end..].fill(E::zero());
-                    let (s0, s1) = (
-                        (valid.start as isize + dx) as usize,
-                        (valid.end as isize + dx) as usize,
-                    );
-                    out_row[valid.clone()].copy_from_slice(&src_row[s0..s1]);
                 }
             }
         }
     }
 }
 
-/// Folds an im2col-shaped gradient back onto the image, adding overlapping taps.
-fn col2im_add<E: Float>(d: &ConvDims, cols: &[E], img: &mut [E]) {
-    let (h, w, k) = (d.height, d.width, d.kernel);
-    let pad = (k / 2) as isize;
-    let hw = d.hw();
-    for c in 0..d.c_in {
-        let plane = &mut img[c * hw..(c + 1) * hw];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &cols[((c * k + ky) * k + kx) * hw..][..hw];
-                let (dy, dx) = (ky as isize - pad, kx as isize - pad);
-                let valid = valid_columns(w, dx);
-                let (s0, s1) = (
-                    (valid.start as isize + dx) as usize,
-                    (valid.end as isize + dx) as usize,
-                );
-                for y in 0..h {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
+simd_kernel! {
+    /// Folds an im2col-shaped gradient back onto the image, adding overlapping taps. `cols` is
+    /// scratch: its entries for padding positions are zeroed so that each tap is one shifted
+    /// add over the whole plane.
+    fn col2im_add<E: Kernel>(d: &ConvDims, cols: &mut [E], img: &mut [E]) {
+        let (h, w, k) = (d.height, d.width, d.kernel);
+        let pad = (k / 2) as isize;
+        let hw = d.hw();
+        for (c, plane) in img.chunks_exact_mut(hw).enumerate().take(d.c_in) {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
+                    let tap = Tap::new(h, w, ky as isize - pad, kx as isize - pad);
+                    if tap.copy.is_empty() {
                         continue;
                     }
-                    let src = &row[y * w + valid.start..y * w + valid.end];
-                    let dst = &mut plane[sy as usize * w + s0..sy as usize * w + s1];
-                    dst.iter_mut().zip(src).for_each(|(a, g)| *a = *a + *g);
+                    tap.for_invalid_columns(w, |i| row[i] = E::zero());
+                    let dst = (tap.copy.start as isize + tap.offset) as usize;
+                    plane[dst..dst + tap.copy.len()]
+                        .iter_mut()
+                        .zip(&row[tap.copy.clone()])
+                        .for_each(|(a, g)| *a = *a + *g);
                 }
             }
         }
@@ -180,22 +214,29 @@ fn col2im_add<E: Float>(d: &ConvDims, cols: &[E], img: &mut [E]) {
 }
 
 /// Forward pass over a batch: `out` (batch, c_out, H·W).
-fn conv_forward<E: 'static + Float + Send + Sync>(
-    d: &ConvDims,
-    x: &[E],
-    weight: &[E],
-    bias: &[E],
-) -> Vec<E> {
+pub(crate) fn conv_forward<E: Kernel>(d: &ConvDims, x: &[E], weight: &[E], bias: &[E]) -> Vec<E> {
     let (hw, patch) = (d.hw(), d.patch());
-    let mut out = vec![E::zero(); d.batch * d.c_out * hw];
-    out.par_chunks_mut(d.c_out * hw)
+    assert!(
+        x.len() == d.batch * d.c_in * hw && bias.len() == d.c_out,
+        "conv: input or bias size"
+    );
+    let n = d.batch * d.c_out * hw;
+    // Not zero-filled: each image's output is set to the bias first (every element), then the
+    // GEMM adds to it.
+    let mut out: Vec<E> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(d.c_out * hw)
         .zip(x.par_chunks(d.c_in * hw))
         .for_each_init(
             || vec![E::zero(); if d.kernel == 1 { 0 } else { patch * hw }],
             |cols, (o, img)| {
-                for (co, row) in o.chunks_mut(hw).enumerate() {
-                    row.iter_mut().for_each(|v| *v = bias[co]);
+                for (row, &b) in o.chunks_exact_mut(hw).zip(bias) {
+                    row.iter_mut().for_each(|v| {
+                        v.write(b);
+                    });
                 }
+                // SAFETY: the loop above wrote all c_out × hw values (o has c_out rows of hw).
+                let o = unsafe { assume_init_mut(o) };
                 let cols: &[E] = if d.kernel == 1 {
                     img
                 } else {
@@ -205,6 +246,7 @@ fn conv_forward<E: 'static + Float + Send + Sync>(
                 gemm_into(
                     (d.c_out, hw, patch),
                     o,
+                    (hw, 1),
                     true,
                     weight,
                     (patch, 1),
@@ -213,6 +255,9 @@ fn conv_forward<E: 'static + Float + Send + Sync>(
                 );
             },
         );
+    // SAFETY: every chunk of c_out × hw values was written above (n = batch chunks of them, and
+    // x has batch images, asserted).
+    unsafe { out.set_len(n) };
     out
 }
 
@@ -222,7 +267,7 @@ fn conv_forward<E: 'static + Float + Send + Sync>(
 const BACKWARD_CHUNK: usize = 4;
 
 /// Backward pass: returns (grad x, grad weight, grad bias) for the output gradient `grad_out`.
-fn conv_backward<E: 'static + Float + Send + Sync>(
+pub(crate) fn conv_backward<E: Kernel>(
     d: &ConvDims,
     x: &[E],
     weight: &[E],
@@ -235,60 +280,69 @@ fn conv_backward<E: 'static + Float + Send + Sync>(
         .par_chunks(BACKWARD_CHUNK * d.c_out * hw)
         .zip(x.par_chunks(BACKWARD_CHUNK * d.c_in * hw))
         .zip(grad_x.par_chunks_mut(BACKWARD_CHUNK * d.c_in * hw))
-        .map(|((go_chunk, x_chunk), gx_chunk)| {
-            let scratch = if d.kernel == 1 { 0 } else { patch * hw };
-            let (mut gw, mut gb) = (zeros(d.c_out * patch), zeros(d.c_out));
-            let (mut cols, mut gcols) = (zeros(scratch), zeros(scratch));
-            let images = go_chunk
-                .chunks(d.c_out * hw)
-                .zip(x_chunk.chunks(d.c_in * hw))
-                .zip(gx_chunk.chunks_mut(d.c_in * hw));
-            for ((go, img), gx) in images {
-                for (co, row) in go.chunks(hw).enumerate() {
-                    gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
-                }
-                let cols_ref: &[E] = if d.kernel == 1 {
-                    img
-                } else {
-                    im2col(d, img, &mut cols);
-                    &cols
-                };
-                // grad weight += grad_out (c_out × hw) · colsᵀ (hw × patch)
-                gemm_into(
-                    (d.c_out, patch, hw),
-                    &mut gw,
-                    true,
-                    go,
-                    (hw, 1),
-                    cols_ref,
-                    (1, hw),
-                );
-                // grad cols = weightᵀ (patch × c_out) · grad_out (c_out × hw), folded onto x
-                if d.kernel == 1 {
+        .map_init(
+            // Column buffers per worker, not per chunk: zero-filling 2 × patch × hw values per
+            // chunk of images was a tenth of a training step.
+            || {
+                let scratch = if d.kernel == 1 { 0 } else { patch * hw };
+                (zeros(scratch), zeros(scratch))
+            },
+            |(cols, gcols), ((go_chunk, x_chunk), gx_chunk)| {
+                let (mut gw, mut gb) = (zeros(d.c_out * patch), zeros(d.c_out));
+                let images = go_chunk
+                    .chunks(d.c_out * hw)
+                    .zip(x_chunk.chunks(d.c_in * hw))
+                    .zip(gx_chunk.chunks_mut(d.c_in * hw));
+                for ((go, img), gx) in images {
+                    for (co, row) in go.chunks(hw).enumerate() {
+                        gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
+                    }
+                    let cols_ref: &[E] = if d.kernel == 1 {
+                        img
+                    } else {
+                        im2col(d, img, cols);
+                        cols
+                    };
+                    // grad weight += grad_out (c_out × hw) · colsᵀ (hw × patch)
                     gemm_into(
-                        (patch, hw, d.c_out),
-                        gx,
+                        (d.c_out, patch, hw),
+                        &mut gw,
+                        (patch, 1),
                         true,
-                        weight,
-                        (1, patch),
                         go,
                         (hw, 1),
+                        cols_ref,
+                        (1, hw),
                     );
-                } else {
-                    gemm_into(
-                        (patch, hw, d.c_out),
-                        &mut gcols,
-                        false,
-                        weight,
-                        (1, patch),
-                        go,
-                        (hw, 1),
-                    );
-                    col2im_add(d, &gcols, gx);
+                    // grad cols = weightᵀ (patch × c_out) · grad_out (c_out × hw), folded onto x
+                    if d.kernel == 1 {
+                        gemm_into(
+                            (patch, hw, d.c_out),
+                            gx,
+                            (hw, 1),
+                            true,
+                            weight,
+                            (1, patch),
+                            go,
+                            (hw, 1),
+                        );
+                    } else {
+                        gemm_into(
+                            (patch, hw, d.c_out),
+                            gcols,
+                            (hw, 1),
+                            false,
+                            weight,
+                            (1, patch),
+                            go,
+                            (hw, 1),
+                        );
+                        col2im_add(d, gcols, gx);
+                    }
                 }
-            }
-            (gw, gb)
-        })
+                (gw, gb)
+            },
+        )
         .collect();
     let (mut grad_w, mut grad_b) = (zeros(d.c_out * patch), zeros(d.c_out));
     for (gw, gb) in partials {
@@ -475,6 +529,68 @@ mod tests {
                     "grad {which}[{i}]: {gi} vs {n}"
                 );
             }
+        }
+    }
+
+    /// im2col and col2im (shifted whole-plane copies with padding fixed up afterwards) against
+    /// their definitions, on shapes with every edge case: 1-pixel planes, single rows and
+    /// columns, kernels wider than the image.
+    #[test]
+    fn im2col_and_col2im_match_their_definitions() {
+        for (h, w, k) in [
+            (1, 1, 3),
+            (1, 5, 3),
+            (4, 1, 3),
+            (2, 2, 3),
+            (5, 4, 3),
+            (7, 6, 5),
+            (3, 3, 5),
+        ] {
+            let d = ConvDims {
+                batch: 1,
+                c_in: 2,
+                c_out: 1,
+                height: h,
+                width: w,
+                kernel: k,
+            };
+            let img: Vec<f64> = (0..2 * h * w).map(|i| i as f64 + 1.0).collect();
+            let pad = (k / 2) as isize;
+            let tap = |c: usize, ky: usize, kx: usize, y: usize, x: usize| {
+                let (sy, sx) = (
+                    y as isize + ky as isize - pad,
+                    x as isize + kx as isize - pad,
+                );
+                ((0..h as isize).contains(&sy) && (0..w as isize).contains(&sx))
+                    .then(|| c * h * w + sy as usize * w + sx as usize)
+            };
+            let mut cols = vec![f64::NAN; d.patch() * h * w];
+            im2col(&d, &img, &mut cols);
+            let grad: Vec<f64> = (0..cols.len()).map(|i| (i % 7) as f64 - 3.0).collect();
+            let mut expect_img = vec![0.5; img.len()];
+            for c in 0..2 {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        for y in 0..h {
+                            for x in 0..w {
+                                let at = ((c * k + ky) * k + kx) * h * w + y * w + x;
+                                let src = tap(c, ky, kx, y, x);
+                                assert_eq!(
+                                    cols[at],
+                                    src.map_or(0.0, |i| img[i]),
+                                    "im2col {h}x{w} k{k}"
+                                );
+                                if let Some(i) = src {
+                                    expect_img[i] += grad[at];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut folded = vec![0.5; img.len()];
+            col2im_add(&d, &mut grad.clone(), &mut folded);
+            assert_eq!(folded, expect_img, "col2im {h}x{w} k{k}");
         }
     }
 

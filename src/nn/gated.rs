@@ -379,6 +379,29 @@ where
         &self,
         x: Tensor<(usize, CIn, H, W), E, D, T>,
     ) -> Result<Tensor<(usize, COut, H, W), E, D, T>, D::Err> {
+        D::try_gated_conv_net(self, x)
+    }
+
+    fn hidden(&self) -> usize {
+        CH::SIZE
+    }
+}
+
+impl<CIn, CH, COut, E, D> GatedConvNet<CIn, CH, COut, E, D>
+where
+    CIn: ConstDim,
+    CH: ConstDim + Double,
+    COut: ConstDim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    /// The network as the chain of its layers (each layer one op); what
+    /// [`FusedOps::try_gated_conv_net`](crate::nn::FusedOps::try_gated_conv_net) does on devices
+    /// without a fused network.
+    pub fn try_condition_composed<H: Dim, W: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, CIn, H, W), E, D, T>,
+    ) -> Result<Tensor<(usize, COut, H, W), E, D, T>, D::Err> {
         let mut h = self.conv_in.try_forward(x)?;
         for (block, norm) in self.blocks.iter().zip(&self.norms) {
             h = block.try_forward(h)?;
@@ -386,10 +409,6 @@ where
         }
         let h = ConcatElu::try_apply(h)?;
         self.conv_out.try_forward(h)
-    }
-
-    fn hidden(&self) -> usize {
-        CH::SIZE
     }
 }
 

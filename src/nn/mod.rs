@@ -1,9 +1,12 @@
 //! The conditioner networks of the coupling layers: convolutions and the tutorial's gated ResNet.
+#[macro_use]
+mod simd;
 pub mod conv;
 mod conv_compose;
 #[cfg(feature = "cuda")]
 mod conv_cuda;
 pub mod fused;
+mod fused_net;
 pub mod gated;
 
 pub use conv::ConvDevice;

@@ -1,0 +1,87 @@
+//! Run-time dispatch of the CPU kernels to AVX2 + FMA code where the CPU has them.
+//!
+//! A library cannot be compiled for its users' CPUs (`-C target-cpu=native` would make binaries
+//! that crash on older ones), so the elementwise kernels are compiled twice: for the baseline
+//! x86-64 (SSE2, 4 floats per instruction) and, with `#[target_feature(enable = "avx2,fma")]`,
+//! for AVX2 (8 per instruction, fused multiply-add). [`simd_kernel!`] writes both from one body
+//! and picks one per call; the check is a cached atomic load. The GEMM (`gemm` crate) does its own
+//! dispatch, up to AVX-512.
+
+/// The element types of the CPU kernels (`f32`, `f64`).
+pub(crate) trait Kernel:
+    num_traits::Float + super::fused::KernelExp + Send + Sync + 'static
+{
+}
+impl Kernel for f32 {}
+impl Kernel for f64 {}
+
+/// Whether this CPU runs AVX2 and FMA instructions.
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines `fn NAME<E: Kernel>(args) [-> R] { body }` compiled for baseline x86-64 and for
+/// AVX2 + FMA, dispatching at run time. The body is written once, as portable Rust: the
+/// compiler vectorises it for each target.
+macro_rules! simd_kernel {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<E: Kernel>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if $crate::nn::simd::has_avx2_fma() {
+                    // SAFETY: this CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Allocates `n` values without zero-filling them, lets `init(i, chunk)` write the `i`-th chunk
+/// of `chunk` values (in parallel), and returns the vector. For kernel outputs that are
+/// overwritten entirely: zero-filling them first was ~9 % of a training step.
+///
+/// # Safety
+/// `init` must write every element of every chunk it is given.
+pub(crate) unsafe fn par_init<E: Copy + Send + Sync>(
+    n: usize,
+    chunk: usize,
+    init: impl Fn(usize, &mut [MaybeUninit<E>]) + Sync + Send,
+) -> Vec<E> {
+    let mut v: Vec<E> = Vec::with_capacity(n);
+    if n > 0 {
+        v.spare_capacity_mut()[..n]
+            .par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each(|(i, c)| init(i, c));
+    }
+    // SAFETY: the capacity is n, and the caller guarantees that all n values were written.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `s` as initialised values.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+pub(crate) unsafe fn assume_init_mut<E>(s: &mut [MaybeUninit<E>]) -> &mut [E] {
+    // SAFETY: MaybeUninit<E> has E's layout, and the caller guarantees initialisation.
+    unsafe { &mut *(s as *mut [MaybeUninit<E>] as *mut [E]) }
+}

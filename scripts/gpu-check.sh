@@ -7,6 +7,8 @@
 # Reports CPU-vs-GPU agreement of log p(x) per model (≤ 1e-4 relative), seconds per training
 # step (batch 128), images/s, bpd and sampling time per 64 images, GPU memory, and the peak GPU
 # memory seen by nvidia-smi. Exit status: gpu_check's (0 = all agree and ran).
+# The kernels are built for compute capability 9.0 (H100/H200; CUDA_COMPUTE_CAP in gpu-bundle.sh).
+# Library folders beyond the usual places: CUDA_LIB_DIRS=dir1:dir2.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 LIMIT_S=${GPU_CHECK_TIMEOUT:-420}
@@ -24,7 +26,8 @@ fi
 
 # 2. The CUDA libraries: the driver's libcuda, and libcublas/libcublasLt/libnvrtc of CUDA 13
 #    (a CUDA toolkit, or the nvidia-* wheels of a PyTorch install).
-dirs=(/usr/local/nvidia/lib64 /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu)
+IFS=: read -r -a dirs <<< "${CUDA_LIB_DIRS:-}"
+dirs+=(/usr/local/nvidia/lib64 /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu)
 for py in python3 /opt/*/bin/python3 /usr/local/bin/python3; do
   command -v "$py" >/dev/null 2>&1 || continue
   site=$("$py" -c 'import site; print("\n".join(site.getsitepackages()))' 2>/dev/null) || continue
@@ -36,7 +39,7 @@ LD_LIBRARY_PATH=$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export LD_LIBRARY_PATH
 missing=$(ldd "$HERE/gpu_check" | grep "not found")
 if [ -n "$missing" ]; then
-  echo "gpu-check: libraries not found (set LD_LIBRARY_PATH to their folders):" >&2
+  echo "gpu-check: libraries not found (set CUDA_LIB_DIRS=dir1:dir2 to their folders):" >&2
   echo "$missing" >&2
   exit 2
 fi
@@ -54,6 +57,7 @@ start=$(date +%s)
 timeout "$LIMIT_S" "$HERE/gpu_check" --device cuda --json "${OUT:-$HERE}/gpu-check.jsonl" "$@"
 rc=$?
 kill "$poller" 2>/dev/null
-echo "peak GPU memory in use (nvidia-smi, whole GPU): $(cat "$peak_file" 2>/dev/null || echo '?') MiB"
+peak=$(cat "$peak_file" 2>/dev/null)
+echo "peak GPU memory in use (nvidia-smi, whole GPU): ${peak:-?} MiB"
 echo "gpu-check: exit $rc after $(( $(date +%s) - start )) s"
 exit $rc

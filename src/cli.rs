@@ -430,8 +430,7 @@ fn cmd_loglik<F, D: CliDevice>(
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    let dev = D::open(0)?;
-    let model = load_model(build, &dev, &args.weights)?;
+    let (dev, model) = open_model(build, 0, &args.weights)?;
     let images = read_images(&args.inputs, "images")?;
     let noise = read_images(&args.inputs, "noise")?;
     if images.len() != noise.len() {
@@ -592,18 +591,20 @@ pub fn find_weights(path: &Path) -> Result<PathBuf, CliError> {
     )))
 }
 
-fn load_model<F, D: CliDevice>(
+/// Opens the device (seeded) and builds the model on it with the weights found at `path`.
+fn open_model<F, D: CliDevice>(
     build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
-    dev: &D,
+    seed: u64,
     path: &Path,
-) -> Result<ImageFlow<F>, CliError>
+) -> Result<(D, ImageFlow<F>), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     let weights = find_weights(path)?;
-    let mut model = build(dev).map_err(failed)?;
+    let dev = D::open(seed)?;
+    let mut model = build(&dev).map_err(failed)?;
     load_weights(&weights, &mut model).map_err(failed)?;
-    Ok(model)
+    Ok((dev, model))
 }
 
 fn cmd_sample<F, D: CliDevice>(
@@ -617,8 +618,7 @@ where
     if args.n == 0 {
         return Err(failed("--n must be at least 1"));
     }
-    let dev = D::open(args.seed)?;
-    let model = load_model(build, &dev, &args.checkpoint)?;
+    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
     let mut ctx = FlowCtx {
         temperature: args.temperature,
         ..FlowCtx::default()
@@ -666,8 +666,7 @@ fn cmd_eval<F, D: CliDevice>(
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    let dev = D::open(42)?;
-    let mut model = load_model(build, &dev, &args.checkpoint)?;
+    let (dev, mut model) = open_model(build, 42, &args.checkpoint)?;
     model.import_samples = args.import_samples.max(1);
     let mnist = Mnist::obtain(args.data.clone()).map_err(failed)?;
     let limit = args.max_images.unwrap_or(usize::MAX);
@@ -1091,8 +1090,7 @@ where
         ));
     }
     check_output(&args.out)?;
-    let dev = D::open(args.seed)?;
-    let model = load_model(build, &dev, &args.checkpoint)?;
+    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
     let n = 2 * args.pairs;
     let images = test_images(args.data.clone(), n)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -1148,8 +1146,7 @@ where
         return Err(failed("--temperature must be a positive number"));
     }
     check_output(&args.out)?;
-    let dev = D::open(args.seed)?;
-    let model = load_model(build, &dev, &args.checkpoint)?;
+    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
     // Whether the model has split layers: encode one blank image and see what they record.
     let mut probe = FlowCtx {
         dequant_noise: Some(vec![0.5; 784]),
@@ -1209,8 +1206,7 @@ where
         return Err(failed("--images, --draws and --bins must be at least 1"));
     }
     check_output(&args.out)?;
-    let dev = D::open(args.seed)?;
-    let model = load_model(build, &dev, &args.checkpoint)?;
+    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
     let layer = model.flows.first_layer_name();
     let kind = if layer.starts_with("VariationalDequantization") {
         "Variational dequantization"

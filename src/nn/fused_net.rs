@@ -211,11 +211,8 @@ where
         height: shape.2.size(),
         width: shape.3.size(),
     };
-    let conv = |w: &dyn Fn() -> Vec<E>, b: &dyn Fn() -> Vec<E>| (w(), b());
     let params = NetParams {
-        first: conv(&|| host_copy(&net.conv_in.weight), &|| {
-            host_copy(&net.conv_in.bias)
-        }),
+        first: (host_copy(&net.conv_in.weight), host_copy(&net.conv_in.bias)),
         blocks: std::array::from_fn(|k| {
             let b = &net.blocks[k];
             (

@@ -2,15 +2,19 @@
 //!
 //! dfdx 0.13 compiles its own `conv2d` only on nightly (DESIGN.md §2), so the convolution is ours,
 //! behind the small device trait [`ConvDevice`] so that layers stay device-generic. On the CPU it
-//! is a custom autograd op: per image, im2col then one GEMM (the `gemm` crate), in parallel over
-//! the images of the batch with rayon; the backward pass recomputes im2col instead of keeping it,
-//! which keeps peak memory at one column buffer per thread (DESIGN.md §4 measured this as the
-//! fastest of the approaches possible with dfdx's public API).
+//! is a custom autograd op: per image, an implicit GEMM (one GEMM of the `gemm` crate per kernel
+//! tap, straight from zero-padded copies of the input planes; see [`conv_image_forward`]), in
+//! parallel over the images of the batch with rayon. The backward pass keeps only the input, so
+//! peak memory is a few padded planes of scratch per thread. (DESIGN.md §4 chose im2col + GEMM
+//! per image; the implicit GEMM does the same arithmetic without the K²-times larger column
+//! matrix, which had stopped fitting in the cache.) The conditioner networks call the per-image
+//! functions directly ([`super::fused_net`]).
 use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::simd::{assume_init_mut, Kernel};
+use super::simd::{assume_init_mut, par_init, Kernel};
+use std::mem::MaybeUninit;
 
 /// A device that can run the same-padded convolutions of the flows' conditioner networks.
 pub trait ConvDevice<E: Dtype>: Device<E> {
@@ -38,10 +42,6 @@ pub(crate) struct ConvDims {
 impl ConvDims {
     fn hw(&self) -> usize {
         self.height * self.width
-    }
-    /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
-    fn patch(&self) -> usize {
-        self.c_in * self.kernel * self.kernel
     }
 }
 
@@ -116,155 +116,285 @@ fn gemm_into<E: 'static + Copy + Float>(
     }
 }
 
-/// The columns `x` of an output row whose tap `x + dx` lies inside a row of width `w`.
-fn valid_columns(w: usize, dx: isize) -> std::ops::Range<usize> {
-    let start = (-dx).max(0) as usize;
-    let end = (w as isize - dx).clamp(0, w as isize) as usize;
-    start.min(end)..end
-}
-
-/// Where the tap (`dy`, `dx`) of a same-padded convolution reads inside an H×W plane: output
-/// pixel `i` (row-major) reads input pixel `i + offset`, for `i` in `rows` (as pixel indices)
-/// except the columns outside `columns`; `copy` is the part of `rows` where `i + offset` stays in
-/// the plane (it differs from `rows` only by pixels of invalid columns).
-struct Tap {
-    offset: isize,
-    rows: std::ops::Range<usize>,
-    columns: std::ops::Range<usize>,
-    copy: std::ops::Range<usize>,
-}
-
-impl Tap {
-    fn new(h: usize, w: usize, dy: isize, dx: isize) -> Tap {
-        let hw = (h * w) as isize;
-        let offset = dy * w as isize + dx;
-        let y0 = (-dy).clamp(0, h as isize) as usize;
-        let y1 = (h as isize - dy).clamp(y0 as isize, h as isize) as usize;
-        let rows = y0 * w..y1 * w;
-        let lo = (rows.start as isize).max(-offset).min(rows.end as isize) as usize;
-        let hi = (rows.end as isize).min(hw - offset).max(lo as isize) as usize;
-        Tap {
-            offset,
-            rows,
-            columns: valid_columns(w, dx),
-            copy: lo..hi,
+impl ConvDims {
+    fn pad(&self) -> usize {
+        self.kernel / 2
+    }
+    /// Width of a zero-padded plane.
+    fn padded_width(&self) -> usize {
+        self.width + 2 * self.pad()
+    }
+    /// Output positions on the padded-width grid: pixel (y, x) is at `y · Wp + x`; the other
+    /// positions (the `K − 1` at the end of each row but the last, and the rounding at the end)
+    /// are junk, computed and then ignored. A multiple of 16 (one AVX-512 register of f32): the
+    /// `gemm` crate copies ("packs") a whole operand whose row count is not, on every call.
+    fn grid(&self) -> usize {
+        if self.hw() == 0 {
+            0
+        } else {
+            ((self.height - 1) * self.padded_width() + self.width).next_multiple_of(16)
         }
     }
-
-    /// Calls `f(i)` for every pixel `i` of a valid row whose column is invalid.
-    fn for_invalid_columns(&self, w: usize, mut f: impl FnMut(usize)) {
-        for y0 in self.rows.clone().step_by(w) {
-            (0..self.columns.start).for_each(|x| f(y0 + x));
-            (self.columns.end..w).for_each(|x| f(y0 + x));
+    /// Where kernel tap `t` (row-major over K×K) reads in a padded plane, relative to the output
+    /// position.
+    fn tap_offset(&self, t: usize) -> usize {
+        (t / self.kernel) * self.padded_width() + t % self.kernel
+    }
+    /// Values per zero-padded plane: (H + K − 1) × (W + K − 1), and zeros after it up to what
+    /// the last tap reads for the last grid position; a multiple of 16.
+    fn padded_plane(&self) -> usize {
+        let padded = (self.height + 2 * self.pad()) * self.padded_width();
+        let last_tap = self.tap_offset(self.kernel * self.kernel - 1);
+        padded.max(last_tap + self.grid()).next_multiple_of(16)
+    }
+    /// Whether [`conv_image_backward`] accumulates the weight gradient transposed, as
+    /// (tap, c_in, c_out) instead of the weight's (c_out, c_in, tap): `gemm` packs the operand
+    /// whose rows are the destination's rows, and this makes it the output gradient (c_out ×
+    /// grid) instead of the padded input (c_in × grid), once per tap; worth it when c_out ≤ c_in
+    /// (the last layer of a network has 2 output channels and 64 input channels).
+    pub(crate) fn weight_grad_transposed(&self) -> bool {
+        self.kernel > 1 && self.c_out <= self.c_in
+    }
+    /// A weight gradient accumulated by [`conv_image_backward`] in the weight's layout.
+    pub(crate) fn weight_grad_to_weight_layout<E: Copy>(&self, g: Vec<E>) -> Vec<E> {
+        if !self.weight_grad_transposed() {
+            return g;
+        }
+        let taps = self.kernel * self.kernel;
+        let (ci_n, co_n) = (self.c_in, self.c_out);
+        (0..co_n * ci_n * taps)
+            .map(|i| {
+                let (co, ci, t) = (i / (ci_n * taps), (i / taps) % ci_n, i % taps);
+                g[(t * ci_n + ci) * co_n + co]
+            })
+            .collect()
+    }
+    /// Scratch values [`conv_image_forward`] needs.
+    pub(crate) fn forward_scratch(&self) -> usize {
+        if self.kernel == 1 {
+            0
+        } else {
+            self.c_in * self.padded_plane() + self.c_out * self.grid()
+        }
+    }
+    /// Scratch values [`conv_image_backward`] needs.
+    pub(crate) fn backward_scratch(&self) -> usize {
+        if self.kernel == 1 {
+            0
+        } else {
+            2 * self.c_in * self.padded_plane() + self.c_out * self.grid()
         }
     }
 }
 
 simd_kernel! {
-    /// Unfolds one image (c_in, H, W) into the im2col matrix (c_in·K·K, H·W), zero outside the
-    /// image: per tap, one shifted copy of the whole plane, then the padding set to zero.
-    fn im2col<E: Kernel>(d: &ConvDims, img: &[E], cols: &mut [E]) {
-        let (h, w, k) = (d.height, d.width, d.kernel);
-        let pad = (k / 2) as isize;
-        let hw = d.hw();
-        for (c, plane) in img.chunks_exact(hw).enumerate().take(d.c_in) {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
-                    let tap = Tap::new(h, w, ky as isize - pad, kx as isize - pad);
-                    row[..tap.copy.start].fill(E::zero());
-                    row[tap.copy.end..].fill(E::zero());
-                    if !tap.copy.is_empty() {
-                        let src = (tap.copy.start as isize + tap.offset) as usize;
-                        row[tap.copy.clone()].copy_from_slice(&plane[src..src + tap.copy.len()]);
-                        tap.for_invalid_columns(w, |i| row[i] = E::zero());
-                    }
-                }
+    /// Copies the planes of `img` (H×W each) into the middle of zero-padded planes `out`
+    /// ((H + K − 1) × (W + K − 1) each), writing every value of `out`.
+    fn pad_planes<E: Kernel>(d: &ConvDims, img: &[E], out: &mut [E]) {
+        let (w, p, wp, plane) = (d.width, d.pad(), d.padded_width(), d.padded_plane());
+        for (src, dst) in img.chunks_exact(d.hw()).zip(out.chunks_exact_mut(plane)) {
+            // Top rows and the first row's left border; then per row its pixels and the zeros
+            // up to the next row's first pixel (its right and the next row's left border).
+            dst[..p * wp + p].fill(E::zero());
+            for (y, row) in src.chunks_exact(w).enumerate() {
+                let at = (y + p) * wp + p;
+                dst[at..at + w].copy_from_slice(row);
+                dst[at + w..at + w + 2 * p].fill(E::zero());
+            }
+            dst[(d.height + p) * wp + p..].fill(E::zero());
+        }
+    }
+}
+
+/// `acc[c][row y of the grid] + bias[c]` for each plane `c`: from the padded-width grid to
+/// (H, W) planes, writing every value of `out`.
+fn from_grid<E: Kernel>(d: &ConvDims, acc: &[E], bias: &[E], out: &mut [MaybeUninit<E>]) {
+    let (w, wp, grid) = (d.width, d.padded_width(), d.grid());
+    for ((o, a), &b) in out
+        .chunks_exact_mut(d.hw())
+        .zip(acc.chunks_exact(grid))
+        .zip(bias)
+    {
+        for (y, row) in o.chunks_exact_mut(w).enumerate() {
+            for (o, &v) in row.iter_mut().zip(&a[y * wp..y * wp + w]) {
+                o.write(v + b);
             }
         }
     }
 }
 
-simd_kernel! {
-    /// Folds an im2col-shaped gradient back onto the image, adding overlapping taps. `cols` is
-    /// scratch: its entries for padding positions are zeroed so that each tap is one shifted
-    /// add over the whole plane.
-    fn col2im_add<E: Kernel>(d: &ConvDims, cols: &mut [E], img: &mut [E]) {
-        let (h, w, k) = (d.height, d.width, d.kernel);
-        let pad = (k / 2) as isize;
-        let hw = d.hw();
-        for (c, plane) in img.chunks_exact_mut(hw).enumerate().take(d.c_in) {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
-                    let tap = Tap::new(h, w, ky as isize - pad, kx as isize - pad);
-                    if tap.copy.is_empty() {
-                        continue;
-                    }
-                    tap.for_invalid_columns(w, |i| row[i] = E::zero());
-                    let dst = (tap.copy.start as isize + tap.offset) as usize;
-                    plane[dst..dst + tap.copy.len()]
-                        .iter_mut()
-                        .zip(&row[tap.copy.clone()])
-                        .for_each(|(a, g)| *a = *a + *g);
-                }
+/// (H, W) planes onto the padded-width grid, zero at the junk positions.
+fn to_grid<E: Kernel>(d: &ConvDims, planes: &[E], out: &mut [E]) {
+    let (w, wp, grid) = (d.width, d.padded_width(), d.grid());
+    for (src, dst) in planes.chunks_exact(d.hw()).zip(out.chunks_exact_mut(grid)) {
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            dst[y * wp..y * wp + w].copy_from_slice(row);
+            if y + 1 < d.height {
+                dst[y * wp + w..(y + 1) * wp].fill(E::zero());
             }
+        }
+        dst[(d.height - 1) * wp + w..].fill(E::zero());
+    }
+}
+
+/// Forward pass of one image: `out` (c_out, H·W) = bias + weight ∗ `img`. `scratch` holds at
+/// least [`ConvDims::forward_scratch`] values. Writes every element of `out` and returns it as
+/// initialised.
+///
+/// A K×K kernel runs as an implicit GEMM: the input is copied once into zero-padded planes, on
+/// which the values tap `t` reads for all output positions are one contiguous run per channel
+/// (at [`ConvDims::tap_offset`]), so each tap is one GEMM (c_out × c_in)·(c_in × grid) straight
+/// from the padded planes, accumulated over the K² taps. There is no im2col matrix (K² copies of
+/// the input, 1.8 MB per image for 64 channels on 28×28: it no longer fitted in L2).
+pub(crate) fn conv_image_forward<'o, E: Kernel>(
+    d: &ConvDims,
+    img: &[E],
+    weight: &[E],
+    bias: &[E],
+    scratch: &mut [E],
+    out: &'o mut [MaybeUninit<E>],
+) -> &'o mut [E] {
+    let (hw, taps) = (d.hw(), d.kernel * d.kernel);
+    assert!(
+        img.len() == d.c_in * hw
+            && out.len() == d.c_out * hw
+            && bias.len() == d.c_out
+            && weight.len() == d.c_out * d.c_in * taps,
+        "conv: input, output, weight or bias size"
+    );
+    if d.kernel == 1 {
+        for (row, &b) in out.chunks_exact_mut(hw).zip(bias) {
+            row.iter_mut().for_each(|v| {
+                v.write(b);
+            });
+        }
+        // SAFETY: the loop above wrote all c_out × hw values (asserted: out has c_out rows of hw).
+        let out = unsafe { assume_init_mut(out) };
+        #[rustfmt::skip]
+        gemm_into((d.c_out, hw, d.c_in), out, (hw, 1), true, weight, (d.c_in, 1), img, (hw, 1));
+        return out;
+    }
+    let (plane, grid) = (d.padded_plane(), d.grid());
+    let (padded, rest) = scratch.split_at_mut(d.c_in * plane);
+    let acc = &mut rest[..d.c_out * grid];
+    pad_planes(d, img, padded);
+    for t in 0..taps {
+        gemm_into(
+            (d.c_out, grid, d.c_in),
+            acc,
+            (grid, 1),
+            t > 0,
+            &weight[t..],
+            (d.c_in * taps, taps),
+            &padded[d.tap_offset(t)..],
+            (plane, 1),
+        );
+    }
+    from_grid(d, acc, bias, out);
+    // SAFETY: from_grid wrote all c_out planes of hw values (acc has c_out planes of the grid).
+    unsafe { assume_init_mut(out) }
+}
+
+/// Backward pass of one image for the output gradient `go` (c_out, H·W): writes the input
+/// gradient into `gx` (c_in, H·W; overwritten) and adds the weight and bias gradients to `gw`
+/// (transposed if [`ConvDims::weight_grad_transposed`]), `gb`. `scratch` holds at least
+/// [`ConvDims::backward_scratch`] values.
+///
+/// Implicit GEMMs like the forward pass: with the output gradient on the padded-width grid
+/// (zero at the junk positions), tap `t` adds `go · paddedᵀ` to the weight gradient's column
+/// `t`, and `weightᵀ · go` to the padded input gradient shifted by the tap's offset.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_image_backward<E: Kernel>(
+    d: &ConvDims,
+    img: &[E],
+    weight: &[E],
+    go: &[E],
+    scratch: &mut [E],
+    gx: &mut [E],
+    gw: &mut [E],
+    gb: &mut [E],
+) {
+    let (hw, taps) = (d.hw(), d.kernel * d.kernel);
+    assert!(
+        img.len() == d.c_in * hw
+            && gx.len() == img.len()
+            && go.len() == d.c_out * hw
+            && gw.len() == d.c_out * d.c_in * taps
+            && gb.len() == d.c_out,
+        "conv backward: input, input gradient, output gradient or parameter gradient size"
+    );
+    for (co, row) in go.chunks(hw).enumerate() {
+        gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
+    }
+    if d.kernel == 1 {
+        // grad weight += grad_out (c_out × hw) · xᵀ (hw × c_in); grad x = weightᵀ · grad_out
+        #[rustfmt::skip]
+        gemm_into((d.c_out, d.c_in, hw), gw, (d.c_in, 1), true, go, (hw, 1), img, (1, hw));
+        #[rustfmt::skip]
+        gemm_into((d.c_in, hw, d.c_out), gx, (hw, 1), false, weight, (1, d.c_in), go, (hw, 1));
+        return;
+    }
+    let (plane, grid, p, wp) = (d.padded_plane(), d.grid(), d.pad(), d.padded_width());
+    let (padded, rest) = scratch.split_at_mut(d.c_in * plane);
+    let (g_padded, rest) = rest.split_at_mut(d.c_in * plane);
+    let go_grid = &mut rest[..d.c_out * grid];
+    pad_planes(d, img, padded);
+    to_grid(d, go, go_grid);
+    g_padded.fill(E::zero());
+    for t in 0..taps {
+        let offset = d.tap_offset(t);
+        // grad weight[:, :, t] += go (c_out × grid) · padded_tᵀ (grid × c_in)
+        let (gw_t, gw_strides) = if d.weight_grad_transposed() {
+            (&mut gw[t * d.c_in * d.c_out..], (1, d.c_out))
+        } else {
+            (&mut gw[t..], (d.c_in * taps, taps))
+        };
+        #[rustfmt::skip]
+        gemm_into(
+            (d.c_out, d.c_in, grid), gw_t, gw_strides, true,
+            go_grid, (grid, 1), &padded[offset..], (1, plane),
+        );
+        // grad padded_t += weight[:, :, t]ᵀ (c_in × c_out) · go (c_out × grid)
+        gemm_into(
+            (d.c_in, grid, d.c_out),
+            &mut g_padded[offset..],
+            (plane, 1),
+            true,
+            &weight[t..],
+            (taps, d.c_in * taps),
+            go_grid,
+            (grid, 1),
+        );
+    }
+    // The padding's gradient is dropped: those inputs are the constant zeros.
+    for (dst, src) in gx.chunks_exact_mut(hw).zip(g_padded.chunks_exact(plane)) {
+        for (y, row) in dst.chunks_exact_mut(d.width).enumerate() {
+            let at = (y + p) * wp + p;
+            row.copy_from_slice(&src[at..at + d.width]);
         }
     }
 }
 
 /// Forward pass over a batch: `out` (batch, c_out, H·W).
 pub(crate) fn conv_forward<E: Kernel>(d: &ConvDims, x: &[E], weight: &[E], bias: &[E]) -> Vec<E> {
-    let (hw, patch) = (d.hw(), d.patch());
-    assert!(
-        x.len() == d.batch * d.c_in * hw && bias.len() == d.c_out,
-        "conv: input or bias size"
-    );
-    let n = d.batch * d.c_out * hw;
-    // Not zero-filled: each image's output is set to the bias first (every element), then the
-    // GEMM adds to it.
-    let mut out: Vec<E> = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(d.c_out * hw)
-        .zip(x.par_chunks(d.c_in * hw))
-        .for_each_init(
-            || vec![E::zero(); if d.kernel == 1 { 0 } else { patch * hw }],
-            |cols, (o, img)| {
-                for (row, &b) in o.chunks_exact_mut(hw).zip(bias) {
-                    row.iter_mut().for_each(|v| {
-                        v.write(b);
-                    });
-                }
-                // SAFETY: the loop above wrote all c_out × hw values (o has c_out rows of hw).
-                let o = unsafe { assume_init_mut(o) };
-                let cols: &[E] = if d.kernel == 1 {
-                    img
-                } else {
-                    im2col(d, img, cols);
-                    cols
-                };
-                gemm_into(
-                    (d.c_out, hw, patch),
-                    o,
-                    (hw, 1),
-                    true,
-                    weight,
-                    (patch, 1),
-                    cols,
-                    (hw, 1),
-                );
-            },
-        );
-    // SAFETY: every chunk of c_out × hw values was written above (n = batch chunks of them, and
-    // x has batch images, asserted).
-    unsafe { out.set_len(n) };
-    out
+    let hw = d.hw();
+    assert!(x.len() == d.batch * d.c_in * hw, "conv: input size");
+    // SAFETY: conv_image_forward writes every element of each image's output (it asserts the
+    // lengths), and there are batch images of c_out × hw values.
+    unsafe {
+        par_init(d.batch * d.c_out * hw, d.c_out * hw, |i, o| {
+            E::with_scratch(d.forward_scratch(), |scratch| {
+                let img = &x[i * d.c_in * hw..(i + 1) * d.c_in * hw];
+                conv_image_forward(d, img, weight, bias, scratch, o);
+            })
+        })
+    }
 }
 
 /// Images per task in the backward pass. The weight gradient is summed per chunk and the
 /// chunk sums are then added in a fixed order, so results do not depend on the thread count
 /// or on scheduling (training is reproducible from a seed).
-const BACKWARD_CHUNK: usize = 4;
+pub(crate) const BACKWARD_CHUNK: usize = 4;
 
 /// Backward pass: returns (grad x, grad weight, grad bias) for the output gradient `grad_out`.
 pub(crate) fn conv_backward<E: Kernel>(
@@ -273,83 +403,34 @@ pub(crate) fn conv_backward<E: Kernel>(
     weight: &[E],
     grad_out: &[E],
 ) -> (Vec<E>, Vec<E>, Vec<E>) {
-    let (hw, patch) = (d.hw(), d.patch());
+    let hw = d.hw();
+    let n_weight = d.c_out * d.c_in * d.kernel * d.kernel;
     let mut grad_x = vec![E::zero(); d.batch * d.c_in * hw];
     let zeros = |n| vec![E::zero(); n];
     let partials: Vec<(Vec<E>, Vec<E>)> = grad_out
         .par_chunks(BACKWARD_CHUNK * d.c_out * hw)
         .zip(x.par_chunks(BACKWARD_CHUNK * d.c_in * hw))
         .zip(grad_x.par_chunks_mut(BACKWARD_CHUNK * d.c_in * hw))
-        .map_init(
-            // Column buffers per worker, not per chunk: zero-filling 2 × patch × hw values per
-            // chunk of images was a tenth of a training step.
-            || {
-                let scratch = if d.kernel == 1 { 0 } else { patch * hw };
-                (zeros(scratch), zeros(scratch))
-            },
-            |(cols, gcols), ((go_chunk, x_chunk), gx_chunk)| {
-                let (mut gw, mut gb) = (zeros(d.c_out * patch), zeros(d.c_out));
+        .map(|((go_chunk, x_chunk), gx_chunk)| {
+            let (mut gw, mut gb) = (zeros(n_weight), zeros(d.c_out));
+            E::with_scratch(d.backward_scratch(), |scratch| {
                 let images = go_chunk
                     .chunks(d.c_out * hw)
                     .zip(x_chunk.chunks(d.c_in * hw))
                     .zip(gx_chunk.chunks_mut(d.c_in * hw));
                 for ((go, img), gx) in images {
-                    for (co, row) in go.chunks(hw).enumerate() {
-                        gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
-                    }
-                    let cols_ref: &[E] = if d.kernel == 1 {
-                        img
-                    } else {
-                        im2col(d, img, cols);
-                        cols
-                    };
-                    // grad weight += grad_out (c_out × hw) · colsᵀ (hw × patch)
-                    gemm_into(
-                        (d.c_out, patch, hw),
-                        &mut gw,
-                        (patch, 1),
-                        true,
-                        go,
-                        (hw, 1),
-                        cols_ref,
-                        (1, hw),
-                    );
-                    // grad cols = weightᵀ (patch × c_out) · grad_out (c_out × hw), folded onto x
-                    if d.kernel == 1 {
-                        gemm_into(
-                            (patch, hw, d.c_out),
-                            gx,
-                            (hw, 1),
-                            true,
-                            weight,
-                            (1, patch),
-                            go,
-                            (hw, 1),
-                        );
-                    } else {
-                        gemm_into(
-                            (patch, hw, d.c_out),
-                            gcols,
-                            (hw, 1),
-                            false,
-                            weight,
-                            (1, patch),
-                            go,
-                            (hw, 1),
-                        );
-                        col2im_add(d, gcols, gx);
-                    }
+                    conv_image_backward(d, img, weight, go, scratch, gx, &mut gw, &mut gb);
                 }
-                (gw, gb)
-            },
-        )
+            });
+            (gw, gb)
+        })
         .collect();
-    let (mut grad_w, mut grad_b) = (zeros(d.c_out * patch), zeros(d.c_out));
+    let (mut grad_w, mut grad_b) = (zeros(n_weight), zeros(d.c_out));
     for (gw, gb) in partials {
         add_into(&mut grad_w, &gw);
         add_into(&mut grad_b, &gb);
     }
-    (grad_x, grad_w, grad_b)
+    (grad_x, d.weight_grad_to_weight_layout(grad_w), grad_b)
 }
 
 /// Copies a contiguous CPU tensor's storage (`as_vec` walks it index by index, several times
@@ -474,21 +555,22 @@ mod tests {
         out
     }
 
-    fn check<const K: usize>() {
+    /// Values and all three gradients against the definition, for CI → CO channels on h×w.
+    fn check<const K: usize, const CI: usize, const CO: usize>(h: usize, w: usize) {
         let dev: Cpu = Default::default();
         let d = ConvDims {
             batch: 3,
-            c_in: 2,
-            c_out: 3,
-            height: 5,
-            width: 4,
+            c_in: CI,
+            c_out: CO,
+            height: h,
+            width: w,
             kernel: K,
         };
-        let x = dev.sample_normal_like(&(3, Const::<2>, Const::<5>, Const::<4>));
-        let wt: Tensor<(Const<3>, Const<2>, Const<K>, Const<K>), f64, Cpu> = dev.sample_normal();
-        let b: Tensor<(Const<3>,), f64, Cpu> = dev.sample_normal();
-        let r: Tensor<(usize, Const<3>, Const<5>, Const<4>), f64, Cpu> =
-            dev.sample_normal_like(&(3, Const::<3>, Const::<5>, Const::<4>));
+        let x = dev.sample_normal_like(&(3, Const::<CI>, h, w));
+        let wt: Tensor<(Const<CO>, Const<CI>, Const<K>, Const<K>), f64, Cpu> = dev.sample_normal();
+        let b: Tensor<(Const<CO>,), f64, Cpu> = dev.sample_normal();
+        let r: Tensor<(usize, Const<CO>, usize, usize), f64, Cpu> =
+            dev.sample_normal_like(&(3, Const::<CO>, h, w));
         let out = Cpu::try_conv2d_same(x.leaky_trace(), &wt, &b).unwrap();
         let expect = naive(&d, &x.as_vec(), &wt.as_vec(), &b.as_vec());
         for (a, e) in out.as_vec().iter().zip(&expect) {
@@ -532,75 +614,29 @@ mod tests {
         }
     }
 
-    /// im2col and col2im (shifted whole-plane copies with padding fixed up afterwards) against
-    /// their definitions, on shapes with every edge case: 1-pixel planes, single rows and
-    /// columns, kernels wider than the image.
+    /// The implicit GEMM against the definition, with the edge cases of its padded-width grid
+    /// (single rows and columns, one pixel, kernels wider than the image), and both layouts of
+    /// the weight gradient (transposed when c_out ≤ c_in).
     #[test]
-    fn im2col_and_col2im_match_their_definitions() {
-        for (h, w, k) in [
-            (1, 1, 3),
-            (1, 5, 3),
-            (4, 1, 3),
-            (2, 2, 3),
-            (5, 4, 3),
-            (7, 6, 5),
-            (3, 3, 5),
-        ] {
-            let d = ConvDims {
-                batch: 1,
-                c_in: 2,
-                c_out: 1,
-                height: h,
-                width: w,
-                kernel: k,
-            };
-            let img: Vec<f64> = (0..2 * h * w).map(|i| i as f64 + 1.0).collect();
-            let pad = (k / 2) as isize;
-            let tap = |c: usize, ky: usize, kx: usize, y: usize, x: usize| {
-                let (sy, sx) = (
-                    y as isize + ky as isize - pad,
-                    x as isize + kx as isize - pad,
-                );
-                ((0..h as isize).contains(&sy) && (0..w as isize).contains(&sx))
-                    .then(|| c * h * w + sy as usize * w + sx as usize)
-            };
-            let mut cols = vec![f64::NAN; d.patch() * h * w];
-            im2col(&d, &img, &mut cols);
-            let grad: Vec<f64> = (0..cols.len()).map(|i| (i % 7) as f64 - 3.0).collect();
-            let mut expect_img = vec![0.5; img.len()];
-            for c in 0..2 {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        for y in 0..h {
-                            for x in 0..w {
-                                let at = ((c * k + ky) * k + kx) * h * w + y * w + x;
-                                let src = tap(c, ky, kx, y, x);
-                                assert_eq!(
-                                    cols[at],
-                                    src.map_or(0.0, |i| img[i]),
-                                    "im2col {h}x{w} k{k}"
-                                );
-                                if let Some(i) = src {
-                                    expect_img[i] += grad[at];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let mut folded = vec![0.5; img.len()];
-            col2im_add(&d, &mut grad.clone(), &mut folded);
-            assert_eq!(folded, expect_img, "col2im {h}x{w} k{k}");
+    fn conv3x3_matches_direct_convolution_values_and_gradients() {
+        for (h, w) in [(5, 4), (1, 5), (4, 1), (1, 1), (2, 2)] {
+            check::<3, 2, 3>(h, w);
         }
+        check::<3, 3, 2>(5, 4);
+        check::<3, 2, 2>(3, 6);
     }
 
     #[test]
-    fn conv3x3_matches_direct_convolution_values_and_gradients() {
-        check::<3>();
+    fn conv5x5_matches_direct_convolution_values_and_gradients() {
+        for (h, w) in [(7, 6), (3, 3), (1, 4)] {
+            check::<5, 2, 3>(h, w);
+        }
+        check::<5, 3, 1>(4, 5);
     }
 
     #[test]
     fn conv1x1_matches_direct_convolution_values_and_gradients() {
-        check::<1>();
+        check::<1, 2, 3>(5, 4);
+        check::<1, 3, 2>(5, 4);
     }
 }

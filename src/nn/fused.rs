@@ -206,7 +206,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer (no SSE4.1 needed).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_2e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -215,13 +216,15 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 0.166_666_65;
     let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from t's bits, whose low mantissa bits hold n + 2^22: an integer subtraction, where
+    // `n as i32` (a saturating cast) compiled to scalar code with NaN checks per lane.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     e_r * scale
 }
 
 simd_kernel! {
     /// ConcatELU of one image: `x` (n values) into `out` (2n: elu(x), then elu(−x)).
-    fn concat_elu_image<E: Kernel>(out: &mut [MaybeUninit<E>], x: &[E]) {
+    pub(crate) fn concat_elu_image<E: Kernel>(out: &mut [MaybeUninit<E>], x: &[E]) {
         // Equal lengths: every output is written (`par_init`'s contract).
         assert_eq!(out.len(), 2 * x.len(), "concat_elu: output must be twice the input");
         let (pos, neg) = out.split_at_mut(x.len());
@@ -275,9 +278,12 @@ pub(crate) fn concat_elu_backward<E: Kernel>(
 }
 
 simd_kernel! {
-    /// ConcatELU's input gradient for one image from its output `y` (see
-    /// [`concat_elu_backward_from_output`]).
-    fn concat_elu_backward_from_output_image<E: Kernel>(
+    /// The gradient of ConcatELU from its output `y = cat(elu(x), elu(−x))` instead of its input:
+    /// where `x > 0`, `y = (x, e^{−x} − 1)` and the derivatives are `(1, e^{−x}) = (1, y₂ + 1)`; where
+    /// `x ≤ 0`, `y = (e^x − 1, −x)` and they are `(y₁ + 1, 1)`. No exponential, and the input need
+    /// not be kept.
+    /// (One image: `g` has n values, `y` and `go` 2n.)
+    pub(crate) fn concat_elu_backward_from_output_image<E: Kernel>(
         g: &mut [MaybeUninit<E>],
         y: &[E],
         go: &[E],
@@ -293,31 +299,10 @@ simd_kernel! {
     }
 }
 
-/// The gradient of ConcatELU from its output `y = cat(elu(x), elu(−x))` instead of its input:
-/// where `x > 0`, `y = (x, e^{−x} − 1)` and the derivatives are `(1, e^{−x}) = (1, y₂ + 1)`; where
-/// `x ≤ 0`, `y = (e^x − 1, −x)` and they are `(y₁ + 1, 1)`. No exponential, and the input need
-/// not be kept.
-pub(crate) fn concat_elu_backward_from_output<E: Kernel>(
-    y: &[E],
-    grad_out: &[E],
-    c: usize,
-    hw: usize,
-) -> Vec<E> {
-    let n = c * hw;
-    assert_eq!(y.len(), grad_out.len(), "concat_elu: gradient size");
-    // SAFETY: the kernel writes all n values of each image (it asserts the lengths).
-    unsafe {
-        par_init(y.len() / 2, n, |i, g| {
-            let at = 2 * i * n..2 * (i + 1) * n;
-            concat_elu_backward_from_output_image(g, &y[at.clone()], &grad_out[at])
-        })
-    }
-}
-
 simd_kernel! {
     /// Layer-norm statistics of one image (c planes of hw pixels): per pixel, the mean `m` and
     /// 1/σ `r` over the channels.
-    fn layer_norm_stats_image<E: Kernel>(m: &mut [E], r: &mut [E], x: &[E], eps: E) {
+    pub(crate) fn layer_norm_stats_image<E: Kernel>(m: &mut [E], r: &mut [E], x: &[E], eps: E) {
         let hw = m.len();
         let c = x.len() / hw;
         let inv_c = E::one() / E::from(c).unwrap();
@@ -357,7 +342,7 @@ pub(crate) fn layer_norm_stats<E: Kernel>(
 
 simd_kernel! {
     /// Layer norm of one image: `(x − m) · r · gamma + beta` per channel plane.
-    fn layer_norm_image<E: Kernel>(
+    pub(crate) fn layer_norm_image<E: Kernel>(
         o: &mut [MaybeUninit<E>],
         x: &[E],
         gamma: &[E],
@@ -401,7 +386,7 @@ simd_kernel! {
     /// Layer norm's input gradient for one image, adding its gamma and beta gradients to
     /// `g_gamma`, `g_beta`; `sum_g`, `sum_gy` are scratch of hw values.
     #[allow(clippy::too_many_arguments)]
-    fn layer_norm_backward_image<E: Kernel>(
+    pub(crate) fn layer_norm_backward_image<E: Kernel>(
         gx: &mut [E],
         x: &[E],
         go: &[E],
@@ -499,7 +484,7 @@ fn sigmoid<E: Float + KernelExp>(v: E) -> E {
 
 simd_kernel! {
     /// `x + val · σ(gate)` for one image; `h` holds val then gate.
-    fn gated_image<E: Kernel>(o: &mut [MaybeUninit<E>], x: &[E], h: &[E]) {
+    pub(crate) fn gated_image<E: Kernel>(o: &mut [MaybeUninit<E>], x: &[E], h: &[E]) {
         assert!(o.len() == x.len() && h.len() == 2 * x.len(), "gated: lengths");
         let (val, gate) = h.split_at(x.len());
         for (((o, x), v), g) in o.iter_mut().zip(x).zip(val).zip(gate) {
@@ -520,7 +505,7 @@ pub(crate) fn gated_forward<E: Kernel>(x: &[E], h: &[E], c: usize, hw: usize) ->
 
 simd_kernel! {
     /// The gradient of `h` (val and gate) of the gated residual of one image.
-    fn gated_backward_image<E: Kernel>(gh: &mut [MaybeUninit<E>], h: &[E], go: &[E]) {
+    pub(crate) fn gated_backward_image<E: Kernel>(gh: &mut [MaybeUninit<E>], h: &[E], go: &[E]) {
         assert!(gh.len() == h.len() && h.len() == 2 * go.len(), "gated: lengths");
         let (val, gate) = h.split_at(go.len());
         let (g_val, g_gate) = gh.split_at_mut(go.len());

@@ -9,16 +9,20 @@
 //! forward kernels are the separate ops' (`conv`, `fused`), so outputs are the same to the last
 //! bit; ConcatELU's gradient is computed from its output instead of its input (no exponential),
 //! equal to the chain's within rounding (the test checks 1e-12 in f64).
-use super::conv::{conv_backward, conv_forward, host_copy, take_grad, ConvDims};
+use super::conv::{
+    conv_image_backward, conv_image_forward, host_copy, take_grad, ConvDims, BACKWARD_CHUNK,
+};
 use super::fused::{
-    concat_elu_backward_from_output, concat_elu_forward, gated_backward, gated_forward,
-    layer_norm_backward, layer_norm_forward, layer_norm_stats,
+    concat_elu_backward_from_output_image, concat_elu_image, gated_backward_image, gated_image,
+    layer_norm_backward_image, layer_norm_image, layer_norm_stats_image,
 };
 use super::gated::{GatedConvNet, LAYER_NORM_EPS};
-use super::simd::Kernel;
+use super::simd::{as_uninit_mut, assume_init_mut, Carve, Kernel};
 use crate::shape::Double;
 use dfdx::prelude::*;
 use num_traits::Float;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Channel counts and image size of one network application.
 #[derive(Clone, Copy, Debug)]
@@ -76,114 +80,352 @@ struct NetParams<E> {
     last: ConvParams<E>,
 }
 
-/// The intermediates the backward pass reads. The ConcatELU outputs are kept rather than
-/// their inputs: they are the convolutions' inputs, and ConcatELU's gradient follows from them
-/// without an exponential (memory is not what limits us: a step peaks far below PyTorch's).
-struct Saved<E> {
-    x: Vec<E>,
-    /// ConcatELU of each block's input (the input of its 3×3 convolution), and (`[3]`) of the
-    /// last layer norm's output (the input of `nn.8`).
-    c1: [Vec<E>; 4],
-    /// ConcatELU of each block's 3×3 convolution output (the input of its 1×1 convolution).
-    c2: [Vec<E>; 3],
-    /// Output of each block's 1×1 convolution (value and gate halves).
-    g: [Vec<E>; 3],
-    /// Output of each gated residual (the layer norm's input) and its per-pixel mean and 1/σ.
-    r: [(Vec<E>, Vec<E>, Vec<E>); 3],
+impl<E: Kernel> NetParams<E> {
+    /// Every vector, in a fixed order.
+    fn all(&self) -> Vec<&Vec<E>> {
+        let mut v = vec![&self.first.0, &self.first.1];
+        for ((a, b), (c, e)) in &self.blocks {
+            v.extend([a, b, c, e]);
+        }
+        for (g, b) in &self.norms {
+            v.extend([g, b]);
+        }
+        v.extend([&self.last.0, &self.last.1]);
+        v
+    }
+
+    fn all_mut(&mut self) -> Vec<&mut Vec<E>> {
+        let mut v = vec![&mut self.first.0, &mut self.first.1];
+        for ((a, b), (c, e)) in &mut self.blocks {
+            v.extend([a, b, c, e]);
+        }
+        for (g, b) in &mut self.norms {
+            v.extend([g, b]);
+        }
+        v.extend([&mut self.last.0, &mut self.last.1]);
+        v
+    }
+
+    /// Zeros of the same sizes: an accumulator of gradients.
+    fn zeros_like(&self) -> Self {
+        let zeros = |v: &Vec<E>| vec![E::zero(); v.len()];
+        let conv = |(w, b): &ConvParams<E>| (zeros(w), zeros(b));
+        NetParams {
+            first: conv(&self.first),
+            blocks: std::array::from_fn(|k| (conv(&self.blocks[k].0), conv(&self.blocks[k].1))),
+            norms: std::array::from_fn(|k| (zeros(&self.norms[k].0), zeros(&self.norms[k].1))),
+            last: conv(&self.last),
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.all_mut().into_iter().zip(other.all()) {
+            add_assign(a, b);
+        }
+    }
 }
 
-/// Forward pass; with `keep`, also what the backward pass needs.
+impl NetDims {
+    /// Values of one block's intermediates that the backward pass reads, per image: ConcatELU of
+    /// the block's input (2·hidden planes), ConcatELU of its 3×3 convolution's output (2·hidden),
+    /// the 1×1 convolution's output (value and gate, 2·hidden), the gated residual (hidden), and
+    /// the layer norm's per-pixel mean and 1/σ (one plane each).
+    fn block_kept(&self) -> usize {
+        (7 * self.hidden + 2) * self.hw()
+    }
+    /// Values kept per image: three blocks, then the last ConcatELU (the input of `nn.8`).
+    fn kept_per_image(&self) -> usize {
+        3 * self.block_kept() + 2 * self.hidden * self.hw()
+    }
+    /// Scratch of the network's largest convolution, forward and backward.
+    fn conv_scratch(&self, backward: bool) -> usize {
+        [
+            self.first(),
+            self.block_in(),
+            self.block_gate(),
+            self.last(),
+        ]
+        .iter()
+        .map(|c| {
+            if backward {
+                c.backward_scratch()
+            } else {
+                c.forward_scratch()
+            }
+        })
+        .max()
+        .unwrap_or(0)
+    }
+    fn forward_scratch(&self) -> usize {
+        self.conv_scratch(false) + 2 * self.hidden * self.hw() + self.block_kept()
+    }
+    fn backward_scratch(&self) -> usize {
+        self.conv_scratch(true) + (7 * self.hidden + 2) * self.hw()
+    }
+}
+
+/// One block's kept intermediates of one image (see [`NetDims::block_kept`]).
+struct BlockKept<'a, E> {
+    c1: &'a [E],
+    c2: &'a [E],
+    g: &'a [E],
+    r: &'a [E],
+    mean: &'a [E],
+    rstd: &'a [E],
+}
+
+impl<'a, E> BlockKept<'a, E> {
+    fn of(d: &NetDims, kept: &'a [E], k: usize) -> Self {
+        let (ch, hw) = (d.hidden, d.hw());
+        let block = &kept[k * d.block_kept()..(k + 1) * d.block_kept()];
+        let (c1, rest) = block.split_at(2 * ch * hw);
+        let (c2, rest) = rest.split_at(2 * ch * hw);
+        let (g, rest) = rest.split_at(2 * ch * hw);
+        let (r, rest) = rest.split_at(ch * hw);
+        let (mean, rstd) = rest.split_at(hw);
+        BlockKept {
+            c1,
+            c2,
+            g,
+            r,
+            mean,
+            rstd,
+        }
+    }
+}
+
+/// What the backward pass reads: the input, and per image its kept intermediates.
+struct Saved<E> {
+    x: Vec<E>,
+    images: Vec<Vec<E>>,
+}
+
+/// Lets `f` write `out` and returns it as initialised.
+///
+/// # Safety
+/// `f` must write every element of `out`.
+unsafe fn written<E>(
+    out: &mut [MaybeUninit<E>],
+    f: impl FnOnce(&mut [MaybeUninit<E>]),
+) -> &mut [E] {
+    f(out);
+    // SAFETY: the caller guarantees that f wrote every element.
+    unsafe { assume_init_mut(out) }
+}
+
+/// The network on one image: `x` (c_in planes) to `out` (c_out planes), every layer back to
+/// back on this thread so that the intermediates stay in its cache. With `keep`, writes what
+/// the backward pass needs there (every element of it, [`NetDims::kept_per_image`] values).
+fn forward_image<E: Kernel>(
+    d: &NetDims,
+    p: &NetParams<E>,
+    x: &[E],
+    keep: Option<&mut [MaybeUninit<E>]>,
+    out: &mut [MaybeUninit<E>],
+    scratch: &mut [E],
+) {
+    let (ch, hw) = (d.hidden, d.hw());
+    let mut sc = Carve::new(scratch);
+    let cols = sc.take(d.conv_scratch(false));
+    let a = sc.take(ch * hw);
+    let v = sc.take(ch * hw);
+    // SAFETY (here and below for scratch): the kernels write only initialised values.
+    let spare = unsafe { as_uninit_mut(sc.take(d.block_kept())) };
+    if let Some(k) = &keep {
+        assert_eq!(k.len(), d.kept_per_image(), "fused net: kept size");
+    }
+    let mut kept = keep.map(Carve::new);
+    conv_image_forward(&d.first(), x, &p.first.0, &p.first.1, cols, unsafe {
+        as_uninit_mut(a)
+    });
+    for ((conv_in, conv_gate), (gamma, beta)) in p.blocks.iter().zip(&p.norms) {
+        let region = match kept.as_mut() {
+            Some(k) => k.take(d.block_kept()),
+            None => &mut *spare,
+        };
+        let mut parts = Carve::new(region);
+        // SAFETY (each `written`): the kernel writes its whole output (it asserts the lengths).
+        let c1 = unsafe { written(parts.take(2 * ch * hw), |o| concat_elu_image(o, a)) };
+        let v = conv_image_forward(&d.block_in(), c1, &conv_in.0, &conv_in.1, cols, unsafe {
+            as_uninit_mut(v)
+        });
+        let c2 = unsafe { written(parts.take(2 * ch * hw), |o| concat_elu_image(o, v)) };
+        let g = conv_image_forward(
+            &d.block_gate(),
+            c2,
+            &conv_gate.0,
+            &conv_gate.1,
+            cols,
+            parts.take(2 * ch * hw),
+        );
+        let r = unsafe { written(parts.take(ch * hw), |o| gated_image(o, a, g)) };
+        let stats = parts.take(2 * hw);
+        stats.fill(MaybeUninit::new(E::zero()));
+        // SAFETY: filled just above.
+        let (mean, rstd) = unsafe { assume_init_mut(stats) }.split_at_mut(hw);
+        layer_norm_stats_image(mean, rstd, r, E::from(LAYER_NORM_EPS).unwrap());
+        layer_norm_image(unsafe { as_uninit_mut(a) }, r, gamma, beta, mean, rstd);
+    }
+    let region = match kept.as_mut() {
+        Some(k) => k.take(2 * ch * hw),
+        None => &mut spare[..2 * ch * hw],
+    };
+    let c_last = unsafe { written(region, |o| concat_elu_image(o, a)) };
+    conv_image_forward(&d.last(), c_last, &p.last.0, &p.last.1, cols, out);
+}
+
+/// Forward pass, one image per task; with `keep`, also what the backward pass needs.
 fn net_forward<E: Kernel>(
     d: &NetDims,
     p: &NetParams<E>,
     x: Vec<E>,
     keep: bool,
 ) -> (Vec<E>, Option<Saved<E>>) {
-    let (ch, hw) = (d.hidden, d.hw());
-    let (mut c1s, mut c2s, mut gs, mut rs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut a = conv_forward(&d.first(), &x, &p.first.0, &p.first.1);
-    for ((conv_in, conv_gate), (gamma, beta)) in p.blocks.iter().zip(&p.norms) {
-        let c1 = concat_elu_forward(&a, ch, hw);
-        let v = conv_forward(&d.block_in(), &c1, &conv_in.0, &conv_in.1);
-        let c2 = concat_elu_forward(&v, ch, hw);
-        drop(v);
-        let g = conv_forward(&d.block_gate(), &c2, &conv_gate.0, &conv_gate.1);
-        let r = gated_forward(&a, &g, ch, hw);
-        let (mean, rstd) = layer_norm_stats(&r, ch, hw, LAYER_NORM_EPS);
-        a = layer_norm_forward(&r, gamma, beta, &mean, &rstd, ch, hw);
-        if keep {
-            c1s.push(c1);
-            c2s.push(c2);
-            gs.push(g);
-            rs.push((r, mean, rstd));
-        }
-    }
-    let c_last = concat_elu_forward(&a, ch, hw);
-    drop(a);
-    let out = conv_forward(&d.last(), &c_last, &p.last.0, &p.last.1);
-    let saved = keep.then(|| {
-        c1s.push(c_last);
-        Saved {
-            x,
-            c1: c1s.try_into().unwrap_or_else(|_| unreachable!("four")),
-            c2: three(c2s),
-            g: three(gs),
-            r: three(rs),
-        }
-    });
-    (out, saved)
-}
-
-fn three<T>(v: Vec<T>) -> [T; 3] {
-    v.try_into()
-        .unwrap_or_else(|_| unreachable!("three blocks"))
+    let (hw, per_image) = (d.hw(), d.kept_per_image());
+    let out_len = d.batch * d.c_out * hw;
+    assert_eq!(x.len(), d.batch * d.c_in * hw, "fused net: input size");
+    let mut out: Vec<E> = Vec::with_capacity(out_len);
+    let images: Vec<Vec<E>> = if out_len == 0 {
+        Vec::new()
+    } else {
+        out.spare_capacity_mut()[..out_len]
+            .par_chunks_mut(d.c_out * hw)
+            .zip(x.par_chunks(d.c_in * hw))
+            .map(|(o, xi)| {
+                E::with_scratch(d.forward_scratch(), |scratch| {
+                    if !keep {
+                        forward_image(d, p, xi, None, o, scratch);
+                        return Vec::new();
+                    }
+                    let mut kept = Vec::with_capacity(per_image);
+                    forward_image(
+                        d,
+                        p,
+                        xi,
+                        Some(&mut kept.spare_capacity_mut()[..per_image]),
+                        o,
+                        scratch,
+                    );
+                    // SAFETY: forward_image writes every kept value.
+                    unsafe { kept.set_len(per_image) };
+                    kept
+                })
+            })
+            .collect()
+    };
+    // SAFETY: each image's c_out × hw outputs were written by its last convolution (which
+    // asserts its output size), and the chunks cover all out_len values.
+    unsafe { out.set_len(out_len) };
+    (out, keep.then_some(Saved { x, images }))
 }
 
 fn add_assign<E: Float>(dst: &mut [E], src: &[E]) {
     dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
 }
 
-/// Backward pass: the gradient of the input and of every parameter.
+/// Backward pass of one image: writes the input gradient into `gx` and adds the parameter
+/// gradients to `grads`.
+#[allow(clippy::too_many_arguments)]
+fn backward_image<E: Kernel>(
+    d: &NetDims,
+    p: &NetParams<E>,
+    x: &[E],
+    kept: &[E],
+    go: &[E],
+    gx: &mut [E],
+    grads: &mut NetParams<E>,
+    scratch: &mut [E],
+) {
+    let (ch, hw) = (d.hidden, d.hw());
+    let mut sc = Carve::new(scratch);
+    let cols = sc.take(d.conv_scratch(true));
+    let (wide1, wide2) = (sc.take(2 * ch * hw), sc.take(2 * ch * hw));
+    let (g_a, g_r, g_v) = (sc.take(ch * hw), sc.take(ch * hw), sc.take(ch * hw));
+    let (sum_g, sum_gy) = (sc.take(hw), sc.take(hw));
+    let c_last = &kept[3 * d.block_kept()..];
+    let (gw, gb) = &mut grads.last;
+    conv_image_backward(&d.last(), c_last, &p.last.0, go, cols, wide1, gw, gb);
+    // SAFETY (each `as_uninit_mut`): the kernels write only initialised values.
+    concat_elu_backward_from_output_image(unsafe { as_uninit_mut(g_a) }, c_last, wide1);
+    for k in (0..3).rev() {
+        let b = BlockKept::of(d, kept, k);
+        let (g_gamma, g_beta) = &mut grads.norms[k];
+        #[rustfmt::skip]
+        layer_norm_backward_image(
+            g_r, b.r, g_a, &p.norms[k].0, b.mean, b.rstd, g_gamma, g_beta, sum_g, sum_gy,
+        );
+        // wide1: gradient of the 1×1 convolution's output.
+        gated_backward_image(unsafe { as_uninit_mut(wide1) }, b.g, g_r);
+        let ((w_in, _), (w_gate, _)) = &p.blocks[k];
+        let ((gw_in, gb_in), (gw_gate, gb_gate)) = &mut grads.blocks[k];
+        // wide2: gradient of the second ConcatELU's output.
+        #[rustfmt::skip]
+        conv_image_backward(&d.block_gate(), b.c2, w_gate, wide1, cols, wide2, gw_gate, gb_gate);
+        concat_elu_backward_from_output_image(unsafe { as_uninit_mut(g_v) }, b.c2, wide2);
+        // wide1: gradient of the first ConcatELU's output.
+        #[rustfmt::skip]
+        conv_image_backward(&d.block_in(), b.c1, w_in, g_v, cols, wide1, gw_in, gb_in);
+        // The block's input reaches its output twice: through the network and the residual.
+        concat_elu_backward_from_output_image(unsafe { as_uninit_mut(g_a) }, b.c1, wide1);
+        add_assign(g_a, g_r);
+    }
+    let (gw, gb) = &mut grads.first;
+    conv_image_backward(&d.first(), x, &p.first.0, g_a, cols, gx, gw, gb);
+}
+
+/// Backward pass: the gradient of the input and of every parameter. Images run in chunks of
+/// [`BACKWARD_CHUNK`]; each chunk sums its parameter gradients, and the chunk sums are added in
+/// order, so results do not depend on the thread count or scheduling.
 fn net_backward<E: Kernel>(
     d: &NetDims,
     p: &NetParams<E>,
     s: &Saved<E>,
     grad_out: &[E],
 ) -> (Vec<E>, NetParams<E>) {
-    let (ch, hw) = (d.hidden, d.hw());
-    let (g_celu, gw, gb) = conv_backward(&d.last(), &s.c1[3], &p.last.0, grad_out);
-    let last = (gw, gb);
-    let mut g_a = concat_elu_backward_from_output(&s.c1[3], &g_celu, ch, hw);
-    let mut blocks = Vec::new();
-    let mut norms = Vec::new();
-    for k in (0..3).rev() {
-        let (r, mean, rstd) = &s.r[k];
-        let (g_r, g_gamma, g_beta) =
-            layer_norm_backward(r, &p.norms[k].0, mean, rstd, &g_a, ch, hw);
-        norms.push((g_gamma, g_beta));
-        let g_h = gated_backward(&s.g[k], &g_r, ch, hw);
-        let (conv_in, conv_gate) = &p.blocks[k];
-        let (g_c2, gw_gate, gb_gate) = conv_backward(&d.block_gate(), &s.c2[k], &conv_gate.0, &g_h);
-        let g_v = concat_elu_backward_from_output(&s.c2[k], &g_c2, ch, hw);
-        let (g_c1, gw_in, gb_in) = conv_backward(&d.block_in(), &s.c1[k], &conv_in.0, &g_v);
-        blocks.push(((gw_in, gb_in), (gw_gate, gb_gate)));
-        // The block's input reaches its output twice: through the residual and the network.
-        g_a = g_r;
-        add_assign(
-            &mut g_a,
-            &concat_elu_backward_from_output(&s.c1[k], &g_c1, ch, hw),
-        );
+    let hw = d.hw();
+    let (n_in, n_out) = (d.c_in * hw, d.c_out * hw);
+    assert!(
+        grad_out.len() == d.batch * n_out && s.images.len() == d.batch,
+        "fused net: gradient size"
+    );
+    let mut gx = vec![E::zero(); d.batch * n_in];
+    let mut total = p.zeros_like();
+    if d.batch == 0 || hw == 0 {
+        return (gx, total);
     }
-    let (g_x, gw, gb) = conv_backward(&d.first(), &s.x, &p.first.0, &g_a);
-    blocks.reverse();
-    norms.reverse();
-    let grads = NetParams {
-        first: (gw, gb),
-        blocks: blocks.try_into().unwrap_or_else(|_| unreachable!()),
-        norms: norms.try_into().unwrap_or_else(|_| unreachable!()),
-        last,
+    let partials: Vec<NetParams<E>> = gx
+        .par_chunks_mut(BACKWARD_CHUNK * n_in)
+        .zip(grad_out.par_chunks(BACKWARD_CHUNK * n_out))
+        .zip(s.x.par_chunks(BACKWARD_CHUNK * n_in))
+        .zip(s.images.par_chunks(BACKWARD_CHUNK))
+        .map(|(((gx, go), x), kept)| {
+            let mut grads = p.zeros_like();
+            E::with_scratch(d.backward_scratch(), |scratch| {
+                let images = gx
+                    .chunks_mut(n_in)
+                    .zip(go.chunks(n_out))
+                    .zip(x.chunks(n_in))
+                    .zip(kept);
+                for (((gx, go), x), kept) in images {
+                    backward_image(d, p, x, kept, go, gx, &mut grads, scratch);
+                }
+            });
+            grads
+        })
+        .collect();
+    for partial in &partials {
+        total.add(partial);
+    }
+    let to_weight_layout = |c: ConvDims, g: &mut Vec<E>| {
+        *g = c.weight_grad_to_weight_layout(std::mem::take(g));
     };
-    (g_x, grads)
+    to_weight_layout(d.first(), &mut total.first.0);
+    for (conv_in, conv_gate) in &mut total.blocks {
+        to_weight_layout(d.block_in(), &mut conv_in.0);
+        to_weight_layout(d.block_gate(), &mut conv_gate.0);
+    }
+    to_weight_layout(d.last(), &mut total.last.0);
+    (gx, total)
 }
 
 /// The CPU op: one tape entry for the whole network.
@@ -279,10 +521,11 @@ mod tests {
         let mut net = dev.build_module::<Net, f64>();
         // Non-zero last layer and perturbed norms, so that every path carries gradient.
         perturb_params(&mut net, 0.3).unwrap();
+        // 6 images: two chunks of the backward pass, the second partial.
         let x: Tensor<(usize, Const<2>, Const<5>, Const<4>), f64, Cpu> =
-            dev.sample_normal_like(&(3, Const, Const, Const));
+            dev.sample_normal_like(&(6, Const, Const, Const));
         let weights: Tensor<(usize, Const<4>, Const<5>, Const<4>), f64, Cpu> =
-            dev.sample_normal_like(&(3, Const, Const, Const));
+            dev.sample_normal_like(&(6, Const, Const, Const));
 
         let run = |fused: bool| {
             let x_t = x.clone().traced(Gradients::leaky());

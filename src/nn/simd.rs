@@ -11,9 +11,52 @@
 pub(crate) trait Kernel:
     num_traits::Float + super::fused::KernelExp + Send + Sync + 'static
 {
+    /// Runs `f` with a scratch buffer of `n` values (contents unspecified) that belongs to the
+    /// calling thread and is kept for its next call: the per-image work of the convolutions and
+    /// the fused network needs a few MB of scratch per image, and allocating (page-faulting,
+    /// zeroing) it per call or per rayon task cost more than the kernels that use it.
+    fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
-impl Kernel for f32 {}
-impl Kernel for f64 {}
+
+macro_rules! kernel_impl {
+    ($E:ty) => {
+        impl Kernel for $E {
+            fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<Vec<$E>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < n {
+                            buf.resize(n, 0.0);
+                        }
+                        f(&mut buf[..n])
+                    }
+                    // Re-entered on this thread (a kernel that waits on rayon can run another
+                    // task here): a buffer of its own.
+                    Err(_) => f(&mut vec![0.0; n]),
+                })
+            }
+        }
+    };
+}
+kernel_impl!(f32);
+kernel_impl!(f64);
+
+/// Splits a scratch buffer into consecutive pieces.
+pub(crate) struct Carve<'a, E>(&'a mut [E]);
+
+impl<'a, E> Carve<'a, E> {
+    pub(crate) fn new(buf: &'a mut [E]) -> Self {
+        Carve(buf)
+    }
+    /// The next `n` values. Panics if fewer are left.
+    pub(crate) fn take(&mut self, n: usize) -> &'a mut [E] {
+        let (head, tail) = std::mem::take(&mut self.0).split_at_mut(n);
+        self.0 = tail;
+        head
+    }
+}
 
 /// Whether this CPU runs AVX2 and FMA instructions.
 #[inline]
@@ -84,4 +127,15 @@ pub(crate) unsafe fn par_init<E: Copy + Send + Sync>(
 pub(crate) unsafe fn assume_init_mut<E>(s: &mut [MaybeUninit<E>]) -> &mut [E] {
     // SAFETY: MaybeUninit<E> has E's layout, and the caller guarantees initialisation.
     unsafe { &mut *(s as *mut [MaybeUninit<E>] as *mut [E]) }
+}
+
+/// `s` as a slice to be (over)written by a kernel that takes uninitialised outputs.
+///
+/// # Safety
+/// Whoever writes through the result must write only initialised values (never
+/// `MaybeUninit::uninit()`), so that `s` stays initialised. The kernels of this crate write
+/// with `MaybeUninit::write`.
+pub(crate) unsafe fn as_uninit_mut<E>(s: &mut [E]) -> &mut [MaybeUninit<E>] {
+    // SAFETY: MaybeUninit<E> has E's layout; the caller writes only initialised values.
+    unsafe { &mut *(s as *mut [E] as *mut [MaybeUninit<E>]) }
 }

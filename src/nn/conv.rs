@@ -262,6 +262,10 @@ pub(crate) fn conv_image_forward<'o, E: Kernel>(
             && weight.len() == d.c_out * d.c_in * taps,
         "conv: input, output, weight or bias size"
     );
+    if hw == 0 {
+        // SAFETY: out is empty (c_out × 0 values).
+        return unsafe { assume_init_mut(out) };
+    }
     if d.kernel == 1 {
         for (row, &b) in out.chunks_exact_mut(hw).zip(bias) {
             row.iter_mut().for_each(|v| {
@@ -323,6 +327,9 @@ pub(crate) fn conv_image_backward<E: Kernel>(
             && gb.len() == d.c_out,
         "conv backward: input, input gradient, output gradient or parameter gradient size"
     );
+    if hw == 0 {
+        return;
+    }
     for (co, row) in go.chunks(hw).enumerate() {
         gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
     }
@@ -407,6 +414,9 @@ pub(crate) fn conv_backward<E: Kernel>(
     let n_weight = d.c_out * d.c_in * d.kernel * d.kernel;
     let mut grad_x = vec![E::zero(); d.batch * d.c_in * hw];
     let zeros = |n| vec![E::zero(); n];
+    if d.batch == 0 || hw == 0 {
+        return (grad_x, zeros(n_weight), zeros(d.c_out));
+    }
     let partials: Vec<(Vec<E>, Vec<E>)> = grad_out
         .par_chunks(BACKWARD_CHUNK * d.c_out * hw)
         .zip(x.par_chunks(BACKWARD_CHUNK * d.c_in * hw))
@@ -632,6 +642,38 @@ mod tests {
             check::<5, 2, 3>(h, w);
         }
         check::<5, 3, 1>(4, 5);
+    }
+
+    /// An empty batch and empty images give empty outputs and zero parameter gradients (dfdx
+    /// itself cannot sum an empty tensor, so this calls the kernels directly).
+    #[test]
+    fn empty_batches_and_images_are_fine() {
+        let (weight, bias) = (vec![1.0f64; 3 * 2 * 9], vec![1.0f64; 3]);
+        for (batch, height, width) in [(0, 5, 4), (2, 0, 4), (2, 4, 0)] {
+            let d = ConvDims {
+                batch,
+                c_in: 2,
+                c_out: 3,
+                height,
+                width,
+                kernel: 3,
+            };
+            let out = conv_forward(&d, &[], &weight, &bias);
+            assert!(out.is_empty());
+            let (gx, gw, gb) = conv_backward(&d, &[], &weight, &[]);
+            assert!(gx.is_empty());
+            assert_eq!((gw, gb), (vec![0.0; 54], vec![0.0; 3]));
+            if height * width == 0 {
+                // One empty image.
+                let mut scratch = vec![0.0; d.backward_scratch()];
+                let (mut gw, mut gb) = (vec![0.0; 54], vec![0.0; 3]);
+                #[rustfmt::skip]
+                conv_image_backward(&d, &[], &weight, &[], &mut scratch, &mut [], &mut gw, &mut gb);
+                assert_eq!((gw, gb), (vec![0.0; 54], vec![0.0; 3]));
+                let out = conv_image_forward(&d, &[], &weight, &bias, &mut scratch, &mut []);
+                assert!(out.is_empty());
+            }
+        }
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Default for TrainArgs {
 }
 
 /// The CPU device as the examples use it: seeded, denormals flushed (see
-/// [`OpenDevice`](crate::device::OpenDevice) for `Cpu`).
+/// [`OpenDevice`] for `Cpu`).
 pub fn cpu_device(seed: u64) -> Cpu {
     <Cpu as OpenDevice>::open(seed).expect("the CPU is always available")
 }

@@ -1,4 +1,4 @@
-//! The [`Flow`] trait, its run-time context [`FlowCtx`], and composition by [`Chain`].
+//! The [`Flow`] trait, its run-time context [`FlowCtx`], and composition by [`Chain`](crate::Chain).
 use crate::shape::describe_img;
 use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;

@@ -3,12 +3,12 @@
 //! dfdx 0.13 compiles its own `conv2d` only on nightly (DESIGN.md §2), so the convolution is ours,
 //! behind the small device trait [`ConvDevice`] so that layers stay device-generic. On the CPU it
 //! is a custom autograd op: per image, an implicit GEMM (one GEMM of the `gemm` crate per kernel
-//! tap, straight from zero-padded copies of the input planes; see [`conv_image_forward`]), in
+//! tap, straight from zero-padded copies of the input planes; see `conv_image_forward`), in
 //! parallel over the images of the batch with rayon. The backward pass keeps only the input, so
 //! peak memory is a few padded planes of scratch per thread. (DESIGN.md §4 chose im2col + GEMM
 //! per image; the implicit GEMM does the same arithmetic without the K²-times larger column
 //! matrix, which had stopped fitting in the cache.) The conditioner networks call the per-image
-//! functions directly ([`super::fused_net`]).
+//! functions directly (`fused_net`).
 use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;

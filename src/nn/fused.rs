@@ -278,11 +278,11 @@ pub(crate) fn concat_elu_backward<E: Kernel>(
 }
 
 simd_kernel! {
-    /// The gradient of ConcatELU from its output `y = cat(elu(x), elu(−x))` instead of its input:
-    /// where `x > 0`, `y = (x, e^{−x} − 1)` and the derivatives are `(1, e^{−x}) = (1, y₂ + 1)`; where
-    /// `x ≤ 0`, `y = (e^x − 1, −x)` and they are `(y₁ + 1, 1)`. No exponential, and the input need
-    /// not be kept.
-    /// (One image: `g` has n values, `y` and `go` 2n.)
+    /// The gradient of ConcatELU from its output `y = cat(elu(x), elu(−x))` instead of its
+    /// input: where `x > 0`, `y = (x, e^{−x} − 1)` and the derivatives are
+    /// `(1, e^{−x}) = (1, y₂ + 1)`; where `x ≤ 0`, `y = (e^x − 1, −x)` and they are
+    /// `(y₁ + 1, 1)`. No exponential, and the input need not be kept. One image: `g` has n
+    /// values, `y` and `go` 2n.
     pub(crate) fn concat_elu_backward_from_output_image<E: Kernel>(
         g: &mut [MaybeUninit<E>],
         y: &[E],

@@ -13,10 +13,10 @@
 //! streamed every intermediate (25 MB per layer at batch 128) through memory. The forward pass
 //! keeps, per image, what the backward pass reads (the ConcatELU outputs, the 1×1 convolutions'
 //! outputs, the layer norms' inputs and statistics) in one buffer. Parameter gradients are summed
-//! per chunk of [`BACKWARD_CHUNK`] images and the chunk sums in order, so results do not depend
-//! on the thread count. The kernels are the separate ops' (`conv`, `fused`); ConcatELU's gradient
-//! is computed from its output instead of its input (no exponential), equal to the chain's within
-//! rounding (the test checks 1e-12 in f64).
+//! per chunk of images ([`BACKWARD_CHUNK`], more for small images) and the chunk sums in order,
+//! so results do not depend on the thread count. The kernels are the separate ops' (`conv`,
+//! `fused`); ConcatELU's gradient is computed from its output instead of its input (no
+//! exponential), equal to the chain's within rounding (the test checks 1e-12 in f64).
 use super::conv::{
     conv_image_backward, conv_image_forward, host_copy, take_grad, ConvDims, BACKWARD_CHUNK,
 };
@@ -382,8 +382,8 @@ fn backward_image<E: Kernel>(
 }
 
 /// Backward pass: the gradient of the input and of every parameter. Images run in chunks of
-/// [`BACKWARD_CHUNK`]; each chunk sums its parameter gradients, and the chunk sums are added in
-/// order, so results do not depend on the thread count or scheduling.
+/// [`BACKWARD_CHUNK`] (more for small images); each chunk sums its parameter gradients, and the
+/// chunk sums are added in order, so results do not depend on the thread count or scheduling.
 fn net_backward<E: Kernel>(
     d: &NetDims,
     p: &NetParams<E>,
@@ -401,11 +401,16 @@ fn net_backward<E: Kernel>(
     if d.batch == 0 || hw == 0 {
         return (gx, total);
     }
+    // Each chunk zero-fills and then adds a copy of every parameter gradient (1.1 MB for the
+    // 7×7, 64-channel networks of the multi-scale flow, whose backward pass costs little per
+    // image): small images go in larger chunks, up to 32. Fixed by the image size, so results
+    // still do not depend on the thread count.
+    let chunk = (BACKWARD_CHUNK * (28 * 28 / hw).max(1)).min(32);
     let partials: Vec<NetParams<E>> = gx
-        .par_chunks_mut(BACKWARD_CHUNK * n_in)
-        .zip(grad_out.par_chunks(BACKWARD_CHUNK * n_out))
-        .zip(s.x.par_chunks(BACKWARD_CHUNK * n_in))
-        .zip(s.images.par_chunks(BACKWARD_CHUNK))
+        .par_chunks_mut(chunk * n_in)
+        .zip(grad_out.par_chunks(chunk * n_out))
+        .zip(s.x.par_chunks(chunk * n_in))
+        .zip(s.images.par_chunks(chunk))
         .map(|(((gx, go), x), kept)| {
             let mut grads = p.zeros_like();
             E::with_scratch(d.backward_scratch(), |scratch| {
@@ -529,11 +534,12 @@ mod tests {
         let mut net = dev.build_module::<Net, f64>();
         // Non-zero last layer and perturbed norms, so that every path carries gradient.
         perturb_params(&mut net, 0.3).unwrap();
-        // 6 images: two chunks of the backward pass, the second partial.
+        // 40 images: two chunks of the backward pass (32 images each at this size), the second
+        // partial.
         let x: Tensor<(usize, Const<2>, Const<5>, Const<4>), f64, Cpu> =
-            dev.sample_normal_like(&(6, Const, Const, Const));
+            dev.sample_normal_like(&(40, Const, Const, Const));
         let weights: Tensor<(usize, Const<4>, Const<5>, Const<4>), f64, Cpu> =
-            dev.sample_normal_like(&(6, Const, Const, Const));
+            dev.sample_normal_like(&(40, Const, Const, Const));
 
         let run = |fused: bool| {
             let x_t = x.clone().traced(Gradients::leaky());

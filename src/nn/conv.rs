@@ -206,18 +206,34 @@ simd_kernel! {
     }
 }
 
-/// `acc[c][row y of the grid] + bias[c]` for each plane `c`: from the padded-width grid to
-/// (H, W) planes, writing every value of `out`.
-fn from_grid<E: Kernel>(d: &ConvDims, acc: &[E], bias: &[E], out: &mut [MaybeUninit<E>]) {
-    let (w, wp, grid) = (d.width, d.padded_width(), d.grid());
-    for ((o, a), &b) in out
-        .chunks_exact_mut(d.hw())
-        .zip(acc.chunks_exact(grid))
-        .zip(bias)
-    {
-        for (y, row) in o.chunks_exact_mut(w).enumerate() {
-            for (o, &v) in row.iter_mut().zip(&a[y * wp..y * wp + w]) {
-                o.write(v + b);
+simd_kernel! {
+    /// The sum of `v` in 16 interleaved partial sums: a single running sum is one dependent
+    /// add per element (latency-bound, and not vectorizable without reassociation), and the
+    /// bias gradients sum every output-gradient plane.
+    fn sum<E: Kernel>(v: &[E]) -> E {
+        let mut lanes = [E::zero(); 16];
+        let chunks = v.chunks_exact(16);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            for (l, x) in lanes.iter_mut().zip(chunk) {
+                *l = *l + *x;
+            }
+        }
+        let total = lanes.iter().fold(E::zero(), |a, l| a + *l);
+        tail.iter().fold(total, |a, x| a + *x)
+    }
+}
+
+simd_kernel! {
+    /// `acc[c][row y of the grid] + bias[c]` for each plane `c`: from the padded-width grid to
+    /// (H, W) planes, writing every value of `out`.
+    fn from_grid<E: Kernel>(d: &ConvDims, acc: &[E], bias: &[E], out: &mut [MaybeUninit<E>]) {
+        let (w, wp, grid) = (d.width, d.padded_width(), d.grid());
+        for ((o, a), &b) in out.chunks_exact_mut(d.hw()).zip(acc.chunks_exact(grid)).zip(bias) {
+            for (y, row) in o.chunks_exact_mut(w).enumerate() {
+                for (o, &v) in row.iter_mut().zip(&a[y * wp..y * wp + w]) {
+                    o.write(v + b);
+                }
             }
         }
     }
@@ -331,7 +347,7 @@ pub(crate) fn conv_image_backward<E: Kernel>(
         return;
     }
     for (co, row) in go.chunks(hw).enumerate() {
-        gb[co] = row.iter().fold(gb[co], |acc, v| acc + *v);
+        gb[co] = gb[co] + sum(row);
     }
     if d.kernel == 1 {
         // grad weight += grad_out (c_out × hw) · xᵀ (hw × c_in); grad x = weightᵀ · grad_out

@@ -69,9 +69,25 @@ pub(crate) fn has_avx2_fma() -> bool {
     false
 }
 
-/// Defines `fn NAME<E: Kernel>(args) [-> R] { body }` compiled for baseline x86-64 and for
-/// AVX2 + FMA, dispatching at run time. The body is written once, as portable Rust: the
-/// compiler vectorises it for each target.
+/// Whether this CPU runs the AVX-512 subsets the kernels are compiled for (F, VL, BW, DQ) and
+/// AVX2 + FMA.
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines `fn NAME<E: Kernel>(args) [-> R] { body }` compiled for baseline x86-64, for AVX2 +
+/// FMA and for AVX-512, dispatching at run time. The body is written once, as portable Rust:
+/// the compiler vectorises it for each target.
 macro_rules! simd_kernel {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<E: Kernel>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -80,6 +96,14 @@ macro_rules! simd_kernel {
             fn portable<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn avx512<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if $crate::nn::simd::has_avx512() {
+                    // SAFETY: this CPU has the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
                     portable($($arg),*)

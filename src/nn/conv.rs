@@ -414,10 +414,19 @@ pub(crate) fn conv_forward<E: Kernel>(d: &ConvDims, x: &[E], weight: &[E], bias:
     }
 }
 
-/// Images per task in the backward pass. The weight gradient is summed per chunk and the
-/// chunk sums are then added in a fixed order, so results do not depend on the thread count
-/// or on scheduling (training is reproducible from a seed).
+/// Images per task in the backward passes at 28×28 and above. Parameter gradients are summed
+/// per chunk and the chunk sums then added in a fixed order, so results do not depend on the
+/// thread count or on scheduling (training is reproducible from a seed).
 pub(crate) const BACKWARD_CHUNK: usize = 4;
+
+/// Images per backward task for images of `hw` pixels: [`BACKWARD_CHUNK`], and more (up to 32)
+/// for small images. Each chunk zero-fills and then adds a copy of its parameter gradients
+/// (1.1 MB for the 7×7, 64-channel networks of the multi-scale flow, whose backward pass costs
+/// little per image). Fixed by the image size, so results still do not depend on the thread
+/// count.
+pub(crate) fn backward_chunk(hw: usize) -> usize {
+    (BACKWARD_CHUNK * (28 * 28 / hw.max(1)).max(1)).min(32)
+}
 
 /// Backward pass: returns (grad x, grad weight, grad bias) for the output gradient `grad_out`.
 pub(crate) fn conv_backward<E: Kernel>(
@@ -433,10 +442,11 @@ pub(crate) fn conv_backward<E: Kernel>(
     if d.batch == 0 || hw == 0 {
         return (grad_x, zeros(n_weight), zeros(d.c_out));
     }
+    let chunk = backward_chunk(hw);
     let partials: Vec<(Vec<E>, Vec<E>)> = grad_out
-        .par_chunks(BACKWARD_CHUNK * d.c_out * hw)
-        .zip(x.par_chunks(BACKWARD_CHUNK * d.c_in * hw))
-        .zip(grad_x.par_chunks_mut(BACKWARD_CHUNK * d.c_in * hw))
+        .par_chunks(chunk * d.c_out * hw)
+        .zip(x.par_chunks(chunk * d.c_in * hw))
+        .zip(grad_x.par_chunks_mut(chunk * d.c_in * hw))
         .map(|((go_chunk, x_chunk), gx_chunk)| {
             let (mut gw, mut gb) = (zeros(n_weight), zeros(d.c_out));
             E::with_scratch(d.backward_scratch(), |scratch| {

@@ -166,10 +166,6 @@ impl FusedOps<f32> for Cuda {}
 #[cfg(feature = "cuda")]
 impl FusedOps<f64> for Cuda {}
 
-/// Images per rayon task of the reductions below: partial sums are added in a fixed order,
-/// so results do not depend on the thread count.
-const CHUNK: usize = 4;
-
 /// `exp` for the elementwise kernels: libm in f64 (the exact checks run in f64), a branch-free
 /// polynomial in f32 that the compiler vectorizes (libm's scalar `expf` was 21% of a
 /// multi-scale training step).
@@ -440,11 +436,12 @@ pub(crate) fn layer_norm_backward<E: Kernel>(
     hw: usize,
 ) -> (Vec<E>, Vec<E>, Vec<E>) {
     let mut gx = vec![E::zero(); x.len()];
+    let chunk = crate::nn::conv::backward_chunk(hw);
     let partials: Vec<(Vec<E>, Vec<E>)> = gx
-        .par_chunks_mut(CHUNK * c * hw)
-        .zip(x.par_chunks(CHUNK * c * hw))
-        .zip(grad_out.par_chunks(CHUNK * c * hw))
-        .zip(mean.par_chunks(CHUNK * hw).zip(rstd.par_chunks(CHUNK * hw)))
+        .par_chunks_mut(chunk * c * hw)
+        .zip(x.par_chunks(chunk * c * hw))
+        .zip(grad_out.par_chunks(chunk * c * hw))
+        .zip(mean.par_chunks(chunk * hw).zip(rstd.par_chunks(chunk * hw)))
         .map(|(((gx, x), go), (mean, rstd))| {
             let (mut g_gamma, mut g_beta) = (vec![E::zero(); c], vec![E::zero(); c]);
             let (mut sum_g, mut sum_gy) = (vec![E::zero(); hw], vec![E::zero(); hw]);

@@ -13,12 +13,12 @@
 //! streamed every intermediate (25 MB per layer at batch 128) through memory. The forward pass
 //! keeps, per image, what the backward pass reads (the ConcatELU outputs, the 1×1 convolutions'
 //! outputs, the layer norms' inputs and statistics) in one buffer. Parameter gradients are summed
-//! per chunk of images ([`BACKWARD_CHUNK`], more for small images) and the chunk sums in order,
+//! per chunk of images ([`backward_chunk`]: 4, more for small images) and the chunk sums in order,
 //! so results do not depend on the thread count. The kernels are the separate ops' (`conv`,
 //! `fused`); ConcatELU's gradient is computed from its output instead of its input (no
 //! exponential), equal to the chain's within rounding (the test checks 1e-12 in f64).
 use super::conv::{
-    conv_image_backward, conv_image_forward, host_copy, take_grad, ConvDims, BACKWARD_CHUNK,
+    backward_chunk, conv_image_backward, conv_image_forward, host_copy, take_grad, ConvDims,
 };
 use super::fused::{
     concat_elu_backward_from_output_image, concat_elu_image, gated_backward_image, gated_image,
@@ -305,6 +305,9 @@ fn net_forward<E: Kernel>(
                         forward_image(d, p, xi, None, o, scratch);
                         return Vec::new();
                     }
+                    // One buffer per image (2.3 MB for the tutorial's networks): the backward
+                    // pass reads them per image, and at this size mimalloc serves them from its
+                    // segments (a batch-wide 300 MB block would be a separate "huge" allocation).
                     let mut kept = Vec::with_capacity(per_image);
                     forward_image(
                         d,
@@ -382,7 +385,7 @@ fn backward_image<E: Kernel>(
 }
 
 /// Backward pass: the gradient of the input and of every parameter. Images run in chunks of
-/// [`BACKWARD_CHUNK`] (more for small images); each chunk sums its parameter gradients, and the
+/// [`backward_chunk`] (4, more for small images); each chunk sums its parameter gradients, and the
 /// chunk sums are added in order, so results do not depend on the thread count or scheduling.
 fn net_backward<E: Kernel>(
     d: &NetDims,
@@ -401,11 +404,7 @@ fn net_backward<E: Kernel>(
     if d.batch == 0 || hw == 0 {
         return (gx, total);
     }
-    // Each chunk zero-fills and then adds a copy of every parameter gradient (1.1 MB for the
-    // 7×7, 64-channel networks of the multi-scale flow, whose backward pass costs little per
-    // image): small images go in larger chunks, up to 32. Fixed by the image size, so results
-    // still do not depend on the thread count.
-    let chunk = (BACKWARD_CHUNK * (28 * 28 / hw).max(1)).min(32);
+    let chunk = backward_chunk(hw);
     let partials: Vec<NetParams<E>> = gx
         .par_chunks_mut(chunk * n_in)
         .zip(grad_out.par_chunks(chunk * n_out))

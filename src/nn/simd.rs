@@ -32,8 +32,9 @@ macro_rules! kernel_impl {
                         }
                         f(&mut buf[..n])
                     }
-                    // Re-entered on this thread (a kernel that waits on rayon can run another
-                    // task here): a buffer of its own.
+                    // Re-entered on this thread (no kernel of ours does: none waits on rayon
+                    // while holding the buffer, which could run another task here): a buffer of
+                    // its own rather than a panic.
                     Err(_) => f(&mut vec![0.0; n]),
                 })
             }

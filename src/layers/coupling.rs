@@ -2,7 +2,7 @@
 use crate::flow::{Flow, FlowCtx, Ldj};
 use crate::layers::mask::{fill_mask, ChannelMask, Checkerboard, MaskKind};
 use crate::layers::variational::ConditionalFlow;
-use crate::nn::gated::{chunk2, Conditioner, GatedConvNet};
+use crate::nn::gated::{Conditioner, GatedConvNet};
 use crate::shape::{Double, Doubled, Img};
 use crate::{FlowDevice, FlowDtype, LayerInfo};
 use dfdx::prelude::*;
@@ -210,26 +210,10 @@ where
             .try_realize::<(usize, Doubled<C>, Const<H>, Const<W>)>()
             .ok()
             .expect("network output channels are checked by the trait bounds");
-        let (s, t) = chunk2::<_, Const<C>, Const<H>, Const<W>, E, D, T>(nn_out)?;
-        // s = tanh(s / e^f) · e^f keeps |s| below the learnable limit e^f.
-        let s_fac = self
-            .scaling_factor
-            .retaped::<T>()
-            .try_exp()?
-            .try_broadcast_like(&shape)?;
-        let s = s
-            .try_div(s_fac.retaped::<T>())?
-            .try_tanh()?
-            .try_mul(s_fac)?;
-        let transformed = mask.try_negate()?.try_add(E::ONE)?;
-        let s = s.try_mul(transformed.clone())?;
-        let t = t.try_mul(transformed)?;
-        let log_det = s.retaped::<T>().try_sum::<(usize,), Axes3<1, 2, 3>>()?;
+        let (z, log_det) = D::try_affine_coupling(z, nn_out, &self.scaling_factor, &mask, reverse)?;
         if !reverse {
-            let z = z.try_add(t)?.try_mul(s.try_exp()?)?;
             Ok((z, ldj.try_add(log_det)?))
         } else {
-            let z = z.try_mul(s.try_negate()?.try_exp()?)?.try_sub(t)?;
             Ok((z, ldj.try_sub(log_det)?))
         }
     }

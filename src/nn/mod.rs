@@ -1,6 +1,7 @@
 //! The conditioner networks of the coupling layers: convolutions and the tutorial's gated ResNet.
 #[macro_use]
 mod simd;
+mod affine;
 pub mod conv;
 mod conv_compose;
 #[cfg(feature = "cuda")]

@@ -8,6 +8,7 @@ use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
 };
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
 /// Adam (Kingma & Ba), PyTorch's defaults: β₁ = 0.9, β₂ = 0.999, ε = 1e-8, no weight decay.
 #[derive(Clone, Debug)]
@@ -63,14 +64,12 @@ impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for GradCollector<'_, E
         (t, name): (&Tensor<S, E, D>, String),
     ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
         if opts.do_gradient_update {
-            let g = self
-                .grads
-                .get(t)
-                .as_vec()
-                .into_iter()
-                .map(|v| v.to_f64().unwrap())
-                .collect();
-            self.out.push((name, g));
+            // `copy_into` copies the storage (parameters and their gradients are contiguous);
+            // `as_vec` would walk the tensor index by index.
+            let mut g = vec![E::default(); t.shape().num_elements()];
+            self.grads.get(t).copy_into(&mut g);
+            self.out
+                .push((name, g.into_iter().map(|v| v.to_f64().unwrap()).collect()));
         }
         Ok(None)
     }
@@ -79,7 +78,13 @@ impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for GradCollector<'_, E
 struct Applier<'a> {
     adam: &'a mut Adam,
     grads: std::vec::IntoIter<(String, Vec<f64>)>,
+    /// Trainable tensors visited so far: the state is in visiting order, so the slot of the
+    /// next tensor is at this index unless the state came from elsewhere (then by name).
+    visited: usize,
 }
+
+/// Elements below which the update runs on one thread (rayon's overhead is larger).
+const PARALLEL_UPDATE_MIN: usize = 1 << 14;
 
 impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for Applier<'_> {
     type Viewer = ViewTensorMut;
@@ -100,33 +105,50 @@ impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for Applier<'_> {
             .next()
             .expect("one gradient per trainable tensor");
         let a = &mut *self.adam;
-        let index = a
-            .state
-            .iter()
-            .position(|s| s.name == name)
-            .unwrap_or_else(|| {
-                a.state.push(AdamSlot {
-                    name,
-                    m: vec![0.0; g.len()],
-                    v: vec![0.0; g.len()],
-                });
-                a.state.len() - 1
-            });
+        let visited = self.visited;
+        self.visited += 1;
+        let index = match a.state.get(visited) {
+            Some(slot) if slot.name == name => visited,
+            _ => a
+                .state
+                .iter()
+                .position(|s| s.name == name)
+                .unwrap_or_else(|| {
+                    a.state.push(AdamSlot {
+                        name,
+                        m: vec![0.0; g.len()],
+                        v: vec![0.0; g.len()],
+                    });
+                    a.state.len() - 1
+                }),
+        };
         let slot = &mut a.state[index];
         let t_step = a.step as i32;
-        let bias1 = 1.0 - a.beta1.powi(t_step);
-        let bias2 = 1.0 - a.beta2.powi(t_step);
-        let values: Vec<E> = t
-            .as_vec()
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                slot.m[i] = a.beta1 * slot.m[i] + (1.0 - a.beta1) * g[i];
-                slot.v[i] = a.beta2 * slot.v[i] + (1.0 - a.beta2) * g[i] * g[i];
-                let update = a.lr * (slot.m[i] / bias1) / ((slot.v[i] / bias2).sqrt() + a.eps);
-                E::from_f64(p.to_f64().unwrap() - update).unwrap()
-            })
-            .collect();
+        let (beta1, beta2, lr, eps) = (a.beta1, a.beta2, a.lr, a.eps);
+        let bias1 = 1.0 - beta1.powi(t_step);
+        let bias2 = 1.0 - beta2.powi(t_step);
+        let mut values = vec![E::default(); g.len()];
+        t.copy_into(&mut values);
+        let update = |((p, m), v): ((&mut E, &mut f64), &mut f64), g: &f64| {
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            let step = lr * (*m / bias1) / ((*v / bias2).sqrt() + eps);
+            *p = E::from_f64(p.to_f64().unwrap() - step).unwrap();
+        };
+        if g.len() >= PARALLEL_UPDATE_MIN {
+            values
+                .par_iter_mut()
+                .zip(slot.m.par_iter_mut())
+                .zip(slot.v.par_iter_mut())
+                .zip(g.par_iter())
+                .for_each(|(p, g)| update(p, g));
+        } else {
+            let params = values
+                .iter_mut()
+                .zip(slot.m.iter_mut())
+                .zip(slot.v.iter_mut());
+            params.zip(&g).for_each(|(p, g)| update(p, g));
+        }
         t.copy_from(&values);
         Ok(None)
     }
@@ -171,6 +193,7 @@ impl Adam {
         let mut applier = Applier {
             adam: self,
             grads: collector.out.into_iter(),
+            visited: 0,
         };
         M::iter_tensors(&mut RecursiveWalker {
             m: model,
@@ -208,6 +231,34 @@ mod tests {
             assert!((got[0] - expect[0]).abs() < 1e-12 && (got[1] - expect[1]).abs() < 1e-12);
         }
         assert_eq!(adam.step, 5);
+    }
+
+    /// Tensors of at least `PARALLEL_UPDATE_MIN` values take the parallel path: same rule.
+    #[test]
+    fn large_tensors_follow_the_same_rule() {
+        const N: usize = PARALLEL_UPDATE_MIN + 5;
+        let dev: Cpu = Default::default();
+        let start: Vec<f64> = (0..N).map(|i| (i % 17) as f64 * 0.25).collect();
+        let mut w: Tensor<Rank1<N>, f64, Cpu> = dev.zeros();
+        w.copy_from(&start);
+        let mut adam = Adam::new(0.01);
+        let (mut expect, mut m, mut v) = (start.clone(), vec![0.0f64; N], vec![0.0f64; N]);
+        for t in 1..=3 {
+            let loss = (w.leaky_trace() - 1.0).square().sum();
+            let grads = loss.backward();
+            assert_eq!(adam.update(&mut w, &grads).unwrap(), UpdateOutcome::Applied);
+            for i in 0..N {
+                let g = 2.0 * (expect[i] - 1.0);
+                m[i] = 0.9 * m[i] + 0.1 * g;
+                v[i] = 0.999 * v[i] + 0.001 * g * g;
+                let mh = m[i] / (1.0 - 0.9f64.powi(t));
+                let vh = v[i] / (1.0 - 0.999f64.powi(t));
+                expect[i] -= 0.01 * mh / (vh.sqrt() + 1e-8);
+            }
+        }
+        for (got, want) in w.as_vec().iter().zip(&expect) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 """dfdx-flows against the tutorial's PyTorch code, same machine, same threads, same batch, one run.
 
     python benches/reference/side_by_side.py [--threads 2] [--batch 128] [--repeats 3]
-        [--models simple,vardeq,multiscale] [--peak-rss] [--python /work/torch-venv/bin/python]
+        [--rounds 1] [--models simple,vardeq,multiscale] [--peak-rss] [--markdown]
+        [--python /work/torch-venv/bin/python]
 
 Runs `cargo bench --bench step -- --json` (release build, RAYON_NUM_THREADS=threads) and
 `bench_torch.py` (torch.set_num_threads(threads), denormals flushed) one model at a time,
@@ -9,6 +10,11 @@ alternating, so that both see the same machine state; then prints one table with
 PyTorch time / our time per figure (> 1: we are faster) and, with --peak-rss, the peak
 resident memory of a training step of each. Run it on a quiet machine: only the ratios of one
 run are evidence.
+
+With --rounds N the alternation (ours, PyTorch) is repeated N times per model: each figure is
+then the median over the rounds of each round's median, and the table adds the lowest and
+highest ratio of a single round. On a shared machine a burst of load during one side's turn
+skews that round's ratio; more rounds make it one vote of N instead of the result.
 """
 
 import argparse
@@ -36,6 +42,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="alternations (ours, PyTorch) per model")
     ap.add_argument("--models", default="simple,vardeq,multiscale")
     ap.add_argument("--peak-rss", action="store_true")
     ap.add_argument("--python", default=os.environ.get("TORCH_PYTHON", "/work/torch-venv/bin/python"))
@@ -48,23 +55,30 @@ def main():
 
     results = []
     for model in args.models.split(","):
-        ours = ["cargo", "bench", "--quiet", "--bench", "step", "--", model, "--json",
-                "--batch", str(args.batch), "--reps", str(args.repeats)]
-        torch = [args.python, os.path.join(HERE, "bench_torch.py"), "--models", model,
-                 "--batch", str(args.batch), "--repeats", str(args.repeats),
-                 "--threads", str(args.threads)]
-        if args.peak_rss:
-            ours.append("--peak-rss")
-            torch.append("--peak-rss")
-        print(f"measuring {model} ...", file=sys.stderr, flush=True)
-        results += run_lines(ours, env, ROOT)
-        results += run_lines(torch, env, HERE)
+        for round_ in range(args.rounds):
+            ours = ["cargo", "bench", "--quiet", "--bench", "step", "--", model, "--json",
+                    "--batch", str(args.batch), "--reps", str(args.repeats)]
+            torch = [args.python, os.path.join(HERE, "bench_torch.py"), "--models", model,
+                     "--batch", str(args.batch), "--repeats", str(args.repeats),
+                     "--threads", str(args.threads)]
+            if args.peak_rss and round_ == 0:
+                ours.append("--peak-rss")
+                torch.append("--peak-rss")
+            print(f"measuring {model}, round {round_ + 1} of {args.rounds} ...", file=sys.stderr,
+                  flush=True)
+            for impl_rows in (run_lines(ours, env, ROOT), run_lines(torch, env, HERE)):
+                for r in impl_rows:
+                    r["round"] = round_
+                results += impl_rows
 
     def find(impl, model, figure):
-        for r in results:
-            if r.get("impl", "").startswith(impl) and r["model"] == model and r["figure"] == figure:
-                return r
-        return None
+        return [r for r in results
+                if r.get("impl", "").startswith(impl) and r["model"] == model and r["figure"] == figure]
+
+    def median(values):
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
     figures = [f"train_step_b{args.batch}", "bpd_64", "sample_64"]
     rows = []
@@ -72,15 +86,27 @@ def main():
         for figure in figures:
             a, b = find("dfdx", model, figure), find("pytorch", model, figure)
             if a and b:
-                rows.append((model, figure, f"{a['seconds']:.3f} s", f"{b['seconds']:.3f} s",
-                             f"{b['seconds'] / a['seconds']:.2f}x"))
+                ours_s, torch_s = median([r["seconds"] for r in a]), median([r["seconds"] for r in b])
+                row = [model, figure, f"{ours_s:.3f} s", f"{torch_s:.3f} s", f"{torch_s / ours_s:.2f}x"]
+                if args.rounds > 1:
+                    per_round = [rb["seconds"] / ra["seconds"] for ra in a for rb in b
+                                 if ra["round"] == rb["round"]]
+                    row.append(f"{min(per_round):.2f}x – {max(per_round):.2f}x")
+                rows.append(tuple(row))
         if args.peak_rss:
             a, b = find("dfdx", model, "peak_rss_train_step"), find("pytorch", model, "peak_rss_train_step")
             if a and b:
-                rows.append((model, "peak RSS, train step", f"{a['bytes'] / 1e9:.2f} GB",
-                             f"{b['bytes'] / 1e9:.2f} GB", f"{b['bytes'] / a['bytes']:.2f}x"))
+                a, b = a[0]["bytes"], b[0]["bytes"]
+                row = [model, "peak RSS, train step", f"{a / 1e9:.2f} GB", f"{b / 1e9:.2f} GB",
+                       f"{b / a:.2f}x"]
+                if args.rounds > 1:
+                    row.append("(round 1)")
+                rows.append(tuple(row))
     header = ("model", "figure", "dfdx-flows", "PyTorch", "PyTorch / ours")
-    print(f"threads {args.threads}, batch {args.batch}, median of {args.repeats}")
+    if args.rounds > 1:
+        header += ("single rounds",)
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    print(f"threads {args.threads}, batch {args.batch}, median of {args.repeats}{rounds}")
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))

@@ -207,58 +207,45 @@ impl Adam {
 mod tests {
     use super::*;
 
-    /// Adam on f(w) = Σ (w − 3)², checked against the update rule written out by hand.
-    #[test]
-    fn matches_the_adam_update_rule() {
+    /// Minimises Σ (w − target)² with `adam` for `steps` steps from `start` and checks every
+    /// step against the update rule written out by hand (PyTorch's defaults, learning rate
+    /// `lr`).
+    fn check_against_the_rule<const N: usize>(start: &[f64], target: f64, lr: f64, steps: i32) {
         let dev: Cpu = Default::default();
-        let mut w: Tensor<Rank1<2>, f64, Cpu> = dev.tensor([0.0, 1.0]);
-        let mut adam = Adam::new(0.1);
-        let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
-        let mut expect = [0.0f64, 1.0];
-        for t in 1..=5 {
-            let loss = (w.leaky_trace() - 3.0).square().sum();
+        let mut w: Tensor<Rank1<N>, f64, Cpu> = dev.zeros();
+        w.copy_from(start);
+        let mut adam = Adam::new(lr);
+        let (mut expect, mut m, mut v) = (start.to_vec(), vec![0.0f64; N], vec![0.0f64; N]);
+        for t in 1..=steps {
+            let loss = (w.leaky_trace() - target).square().sum();
             let grads = loss.backward();
             assert_eq!(adam.update(&mut w, &grads).unwrap(), UpdateOutcome::Applied);
-            for i in 0..2 {
-                let g = 2.0 * (expect[i] - 3.0);
+            for i in 0..N {
+                let g = 2.0 * (expect[i] - target);
                 m[i] = 0.9 * m[i] + 0.1 * g;
                 v[i] = 0.999 * v[i] + 0.001 * g * g;
                 let mh = m[i] / (1.0 - 0.9f64.powi(t));
                 let vh = v[i] / (1.0 - 0.999f64.powi(t));
-                expect[i] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+                expect[i] -= lr * mh / (vh.sqrt() + 1e-8);
             }
-            let got = w.array();
-            assert!((got[0] - expect[0]).abs() < 1e-12 && (got[1] - expect[1]).abs() < 1e-12);
+            for (got, want) in w.as_vec().iter().zip(&expect) {
+                assert!((got - want).abs() < 1e-12, "step {t}: {got} vs {want}");
+            }
         }
-        assert_eq!(adam.step, 5);
+        assert_eq!(adam.step, steps as u64);
+    }
+
+    #[test]
+    fn matches_the_adam_update_rule() {
+        check_against_the_rule::<2>(&[0.0, 1.0], 3.0, 0.1, 5);
     }
 
     /// Tensors of at least `PARALLEL_UPDATE_MIN` values take the parallel path: same rule.
     #[test]
     fn large_tensors_follow_the_same_rule() {
         const N: usize = PARALLEL_UPDATE_MIN + 5;
-        let dev: Cpu = Default::default();
         let start: Vec<f64> = (0..N).map(|i| (i % 17) as f64 * 0.25).collect();
-        let mut w: Tensor<Rank1<N>, f64, Cpu> = dev.zeros();
-        w.copy_from(&start);
-        let mut adam = Adam::new(0.01);
-        let (mut expect, mut m, mut v) = (start.clone(), vec![0.0f64; N], vec![0.0f64; N]);
-        for t in 1..=3 {
-            let loss = (w.leaky_trace() - 1.0).square().sum();
-            let grads = loss.backward();
-            assert_eq!(adam.update(&mut w, &grads).unwrap(), UpdateOutcome::Applied);
-            for i in 0..N {
-                let g = 2.0 * (expect[i] - 1.0);
-                m[i] = 0.9 * m[i] + 0.1 * g;
-                v[i] = 0.999 * v[i] + 0.001 * g * g;
-                let mh = m[i] / (1.0 - 0.9f64.powi(t));
-                let vh = v[i] / (1.0 - 0.999f64.powi(t));
-                expect[i] -= 0.01 * mh / (vh.sqrt() + 1e-8);
-            }
-        }
-        for (got, want) in w.as_vec().iter().zip(&expect) {
-            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-        }
+        check_against_the_rule::<N>(&start, 1.0, 0.01, 3);
     }
 
     #[test]

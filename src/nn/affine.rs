@@ -8,8 +8,7 @@
 //! in the couplings). The composition is the default of
 //! [`FusedOps::try_affine_coupling`](super::FusedOps::try_affine_coupling) and the reference
 //! of the test; `Cpu` runs one pass per image, in parallel, forward and backward.
-use crate::nn::conv::{host_copy, take_grad};
-use crate::nn::fused::add_into;
+use crate::nn::conv::{add_into, host_copy, take_grad};
 use crate::nn::gated::chunk2;
 use crate::nn::simd::Kernel;
 use crate::shape::Double;
@@ -105,8 +104,9 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// Backward pass of the forward transform for one image: writes the gradients of `z` and of
-    /// `h` (raw scale, raw shift) and adds the scaling factors' gradients to `g_f`.
+    /// Backward pass of the forward transform for one image (its input `z`): writes the
+    /// gradients of `z` and of `h` (raw scale, raw shift) and adds the scaling factors'
+    /// gradients to `g_f`.
     #[allow(clippy::too_many_arguments)]
     fn affine_backward_image<E: Kernel>(
         g_z: &mut [E],
@@ -114,14 +114,14 @@ simd_kernel! {
         g_f: &mut [E],
         go: &[E],
         g_log_det: E,
-        zo: &[E],
+        z: &[E],
         h: &[E],
         keep: &[E],
         scales: &[E],
     ) {
-        let n = zo.len();
+        let n = z.len();
         let hw = n / scales.len();
-        let h_s = &h[..n];
+        let (h_s, h_t) = h.split_at(n);
         let (g_hs, g_ht) = g_h.split_at_mut(n);
         for (ch, (&e, g_f)) in scales.iter().zip(g_f.iter_mut()).enumerate() {
             let at = ch * hw..(ch + 1) * hw;
@@ -132,10 +132,10 @@ simd_kernel! {
                 .zip(&mut g_hs[at.clone()])
                 .zip(&mut g_ht[at.clone()])
                 .zip(&go[at.clone()])
-                .zip(&zo[at.clone()])
-                .zip(&h_s[at.clone()])
+                .zip(&z[at.clone()])
+                .zip(h_s[at.clone()].iter().zip(&h_t[at.clone()]))
                 .zip(&keep[at]);
-            for (i, ((((((gz, ghs), ght), &go), &zo), &hs), &k)) in rows.enumerate() {
+            for (i, ((((((gz, ghs), ght), &go), &z), (&hs, &ht)), &k)) in rows.enumerate() {
                 // zo = (z + t) · e^s, s = tanh(hs / e) · e · u, t = ht · u (u = 1 − mask).
                 let u = E::one() - k;
                 let th = (hs * inv_e).ktanh();
@@ -143,7 +143,8 @@ simd_kernel! {
                 let es = (th * e * u).kexp();
                 *gz = go * es;
                 *ght = *gz * u;
-                let g_s = go * zo + g_log_det;
+                // ∂zo/∂s = zo, recomputed rather than kept.
+                let g_s = go * (z + ht * u) * es + g_log_det;
                 *ghs = g_s * u * d_tanh;
                 // ∂s/∂f = u · (e · tanh − hs · (1 − tanh²)).
                 sum_f[i % 16] = sum_f[i % 16] + g_s * u * (e * th - hs * d_tanh);
@@ -205,18 +206,16 @@ pub(crate) fn affine_coupling_cpu<
             .zip(log_det.par_iter_mut())
             .for_each(|(((o, z), h), ld)| *ld = affine_image(o, z, h, &keep, &scales, reverse));
     }
-    drop(zv);
     let out = dev.try_tensor_from_vec(out, shape)?;
     let log_det = dev.try_tensor_from_vec(log_det, (batch,))?;
     if T::OWNS_TAPE {
         let (out_ref, ld_ref, z_ref, h_ref) = (out.ghost(), log_det.ghost(), z.ghost(), h.ghost());
         let f_ref = scaling_factor.clone();
-        let zo = host_copy(&out);
         tape.add_backward_op(move |grads| {
             let go = take_grad(grads.get_or_alloc_mut(&out_ref)?);
             let g_ld = take_grad(grads.get_or_alloc_mut(&ld_ref)?);
             let c = scales.len();
-            let mut g_z = vec![E::zero(); zo.len()];
+            let mut g_z = vec![E::zero(); zv.len()];
             let mut g_h = vec![E::zero(); hv.len()];
             // Per-image partial gradients of the scaling factors, summed in image order (results
             // do not depend on scheduling).
@@ -226,10 +225,10 @@ pub(crate) fn affine_coupling_cpu<
                     .zip(g_h.par_chunks_mut(2 * n))
                     .zip(g_f_parts.par_chunks_mut(c))
                     .zip(go.par_chunks(n))
-                    .zip(zo.par_chunks(n).zip(hv.par_chunks(2 * n)))
+                    .zip(zv.par_chunks(n).zip(hv.par_chunks(2 * n)))
                     .zip(g_ld.par_iter())
-                    .for_each(|(((((g_z, g_h), g_f), go), (zo, h)), &g_ld)| {
-                        affine_backward_image(g_z, g_h, g_f, go, g_ld, zo, h, &keep, &scales)
+                    .for_each(|(((((g_z, g_h), g_f), go), (z, h)), &g_ld)| {
+                        affine_backward_image(g_z, g_h, g_f, go, g_ld, z, h, &keep, &scales)
                     });
             }
             drop(go);

@@ -545,7 +545,8 @@ pub(crate) fn take_grad<E>(g: &mut Vec<E>) -> Vec<E> {
     std::mem::take(g)
 }
 
-fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
+/// `dst += src`, elementwise: accumulating gradients (into dfdx's store and across chunks).
+pub(crate) fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
     dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
 }
 

@@ -6,7 +6,7 @@
 //! the CPU training step. The trait's default methods are those compositions (any dfdx device,
 //! and the reference the CPU kernels are tested against); `Cpu` overrides them with fused
 //! kernels, parallel over the images of the batch.
-use crate::nn::conv::{host_copy, take_grad};
+use crate::nn::conv::{add_into, host_copy, take_grad};
 use crate::nn::gated::GatedConvNet;
 use crate::nn::simd::{par_init, Kernel};
 use crate::shape::Double;
@@ -570,10 +570,6 @@ pub(crate) fn gated_backward<E: Kernel>(h: &[E], grad_out: &[E], c: usize, hw: u
             )
         })
     }
-}
-
-pub(crate) fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
-    dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
 }
 
 macro_rules! cpu_fused_impl {

@@ -18,7 +18,8 @@
 //! `fused`); ConcatELU's gradient is computed from its output instead of its input (no
 //! exponential), equal to the chain's within rounding (the test checks 1e-12 in f64).
 use super::conv::{
-    backward_chunk, conv_image_backward, conv_image_forward, host_copy, take_grad, ConvDims,
+    add_into, backward_chunk, conv_image_backward, conv_image_forward, host_copy, take_grad,
+    ConvDims,
 };
 use super::fused::{
     concat_elu_backward_from_output_image, concat_elu_image, gated_backward_image, gated_image,
@@ -28,7 +29,6 @@ use super::gated::{GatedConvNet, LAYER_NORM_EPS};
 use super::simd::{as_uninit_mut, assume_init_mut, Carve, Kernel};
 use crate::shape::Double;
 use dfdx::prelude::*;
-use num_traits::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -138,7 +138,7 @@ impl<E: Kernel> NetParams<E> {
                 .for_each(|(k, block)| {
                     let at = k * BLOCK;
                     for part in &parts {
-                        add_assign(block, &part[j][at..at + block.len()]);
+                        add_into(block, &part[j][at..at + block.len()]);
                     }
                 });
         }
@@ -342,10 +342,6 @@ fn net_forward<E: Kernel>(
     (out, keep.then_some(Saved { x, images }))
 }
 
-fn add_assign<E: Float>(dst: &mut [E], src: &[E]) {
-    dst.iter_mut().zip(src).for_each(|(a, b)| *a = *a + *b);
-}
-
 /// Backward pass of one image: writes the input gradient into `gx` and adds the parameter
 /// gradients to `grads`.
 #[allow(clippy::too_many_arguments)]
@@ -390,7 +386,7 @@ fn backward_image<E: Kernel>(
         conv_image_backward(&d.block_in(), b.c1, w_in, g_v, cols, wide1, gw_in, gb_in);
         // The block's input reaches its output twice: through the network and the residual.
         concat_elu_backward_from_output_image(unsafe { as_uninit_mut(g_a) }, b.c1, wide1);
-        add_assign(g_a, g_r);
+        add_into(g_a, g_r);
     }
     let (gw, gb) = &mut grads.first;
     conv_image_backward(&d.first(), x, &p.first.0, g_a, cols, gx, gw, gb);
@@ -506,21 +502,21 @@ where
             let go = take_grad(grads.get_or_alloc_mut(&out_ref)?);
             let (gx, g) = net_backward(&dims, &params, &saved, &go);
             drop(go);
-            add_assign(grads.get_or_alloc_mut(&x_ref)?, &gx);
-            add_assign(grads.get_or_alloc_mut(&net.conv_in.weight)?, &g.first.0);
-            add_assign(grads.get_or_alloc_mut(&net.conv_in.bias)?, &g.first.1);
+            add_into(grads.get_or_alloc_mut(&x_ref)?, &gx);
+            add_into(grads.get_or_alloc_mut(&net.conv_in.weight)?, &g.first.0);
+            add_into(grads.get_or_alloc_mut(&net.conv_in.bias)?, &g.first.1);
             for (block, (g_in, g_gate)) in net.blocks.iter().zip(&g.blocks) {
-                add_assign(grads.get_or_alloc_mut(&block.conv_in.weight)?, &g_in.0);
-                add_assign(grads.get_or_alloc_mut(&block.conv_in.bias)?, &g_in.1);
-                add_assign(grads.get_or_alloc_mut(&block.conv_gate.weight)?, &g_gate.0);
-                add_assign(grads.get_or_alloc_mut(&block.conv_gate.bias)?, &g_gate.1);
+                add_into(grads.get_or_alloc_mut(&block.conv_in.weight)?, &g_in.0);
+                add_into(grads.get_or_alloc_mut(&block.conv_in.bias)?, &g_in.1);
+                add_into(grads.get_or_alloc_mut(&block.conv_gate.weight)?, &g_gate.0);
+                add_into(grads.get_or_alloc_mut(&block.conv_gate.bias)?, &g_gate.1);
             }
             for (norm, (g_gamma, g_beta)) in net.norms.iter().zip(&g.norms) {
-                add_assign(grads.get_or_alloc_mut(&norm.gamma)?, g_gamma);
-                add_assign(grads.get_or_alloc_mut(&norm.beta)?, g_beta);
+                add_into(grads.get_or_alloc_mut(&norm.gamma)?, g_gamma);
+                add_into(grads.get_or_alloc_mut(&norm.beta)?, g_beta);
             }
-            add_assign(grads.get_or_alloc_mut(&net.conv_out.weight)?, &g.last.0);
-            add_assign(grads.get_or_alloc_mut(&net.conv_out.bias)?, &g.last.1);
+            add_into(grads.get_or_alloc_mut(&net.conv_out.weight)?, &g.last.0);
+            add_into(grads.get_or_alloc_mut(&net.conv_out.bias)?, &g.last.1);
             Ok(())
         });
     }

@@ -14,6 +14,7 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 use super::simd::{assume_init_mut, par_init, Kernel};
+use super::winograd::{self, WinogradWeight};
 use std::mem::MaybeUninit;
 
 /// A device that can run the same-padded convolutions of the flows' conditioner networks.
@@ -40,7 +41,7 @@ pub(crate) struct ConvDims {
 }
 
 impl ConvDims {
-    fn hw(&self) -> usize {
+    pub(crate) fn hw(&self) -> usize {
         self.height * self.width
     }
 }
@@ -48,7 +49,7 @@ impl ConvDims {
 /// `c (m×n) = [c +] a (m×k) · b (k×n)`, each matrix given as a slice with (row stride, column
 /// stride), single-threaded (the callers parallelise over images).
 #[allow(clippy::too_many_arguments)]
-fn gemm_into<E: 'static + Copy + Float>(
+pub(crate) fn gemm_into<E: 'static + Copy + Float>(
     (m, n, k): (usize, usize, usize),
     c: &mut [E],
     (c_rs, c_cs): (usize, usize),
@@ -167,8 +168,25 @@ impl ConvDims {
     fn transposes_output_grad(&self) -> bool {
         self.weight_grad_transposed() && self.c_out.is_multiple_of(16)
     }
+    /// Values of the weight gradient as [`conv_image_backward`] accumulates it: the weight's
+    /// size, or more for a Winograd convolution (its transform domain).
+    pub(crate) fn weight_grad_len(&self) -> usize {
+        if winograd::applies(self) {
+            winograd::weight_grad_len(self)
+        } else {
+            self.c_out * self.c_in * self.kernel * self.kernel
+        }
+    }
     /// A weight gradient accumulated by [`conv_image_backward`] in the weight's layout.
-    pub(crate) fn weight_grad_to_weight_layout<E: Copy>(&self, g: Vec<E>) -> Vec<E> {
+    pub(crate) fn weight_grad_to_weight_layout<E: Kernel>(&self, g: Vec<E>) -> Vec<E> {
+        if winograd::applies(self) {
+            winograd::weight_grad_to_weight_layout(self, &g)
+        } else {
+            self.direct_weight_grad_to_weight_layout(g)
+        }
+    }
+    /// A weight gradient accumulated by [`direct_image_backward`] in the weight's layout.
+    pub(crate) fn direct_weight_grad_to_weight_layout<E: Copy>(&self, g: Vec<E>) -> Vec<E> {
         if !self.weight_grad_transposed() {
             return g;
         }
@@ -183,14 +201,30 @@ impl ConvDims {
     }
     /// Scratch values [`conv_image_forward`] needs.
     pub(crate) fn forward_scratch(&self) -> usize {
+        if winograd::applies(self) {
+            winograd::scratch(self)
+        } else {
+            self.direct_forward_scratch()
+        }
+    }
+    /// Scratch values [`conv_image_backward`] needs.
+    pub(crate) fn backward_scratch(&self) -> usize {
+        if winograd::applies(self) {
+            winograd::scratch(self)
+        } else {
+            self.direct_backward_scratch()
+        }
+    }
+    /// Scratch values [`direct_image_forward`] needs.
+    pub(crate) fn direct_forward_scratch(&self) -> usize {
         if self.kernel == 1 {
             0
         } else {
             self.c_in * self.padded_plane() + self.c_out * self.grid()
         }
     }
-    /// Scratch values [`conv_image_backward`] needs.
-    pub(crate) fn backward_scratch(&self) -> usize {
+    /// Scratch values [`direct_image_backward`] needs.
+    pub(crate) fn direct_backward_scratch(&self) -> usize {
         if self.kernel == 1 {
             0
         } else {
@@ -227,7 +261,7 @@ simd_kernel! {
     /// The sum of `v` in 16 interleaved partial sums: a single running sum is one dependent
     /// add per element (latency-bound, and not vectorizable without reassociation), and the
     /// bias gradients sum every output-gradient plane.
-    fn sum<E: Kernel>(v: &[E]) -> E {
+    pub(crate) fn sum<E: Kernel>(v: &[E]) -> E {
         let mut lanes = [E::zero(); 16];
         let chunks = v.chunks_exact(16);
         let tail = chunks.remainder();
@@ -296,16 +330,81 @@ fn to_grid_transposed<E: Kernel>(d: &ConvDims, planes: &[E], c: usize, out: &mut
     }
 }
 
+/// A convolution's weight as the per-image kernels read it: its values ((c_out, c_in, K, K)) and,
+/// for a convolution that runs as a Winograd convolution ([`winograd::applies`]), their
+/// transforms, computed once per batch.
+pub(crate) struct ConvWeight<E> {
+    pub(crate) values: Vec<E>,
+    winograd: Option<WinogradWeight<E>>,
+}
+
+impl<E: Kernel> ConvWeight<E> {
+    /// The weight `values` of the convolution `d`.
+    pub(crate) fn new(d: &ConvDims, values: Vec<E>) -> Self {
+        let winograd = winograd::applies(d).then(|| WinogradWeight::new(d, &values));
+        ConvWeight { values, winograd }
+    }
+}
+
 /// Forward pass of one image: `out` (c_out, H·W) = bias + weight ∗ `img`. `scratch` holds at
 /// least [`ConvDims::forward_scratch`] values. Writes every element of `out` and returns it as
-/// initialised.
+/// initialised. A Winograd convolution where [`winograd::applies`], else
+/// [`direct_image_forward`].
+pub(crate) fn conv_image_forward<'o, E: Kernel>(
+    d: &ConvDims,
+    img: &[E],
+    weight: &ConvWeight<E>,
+    bias: &[E],
+    scratch: &mut [E],
+    out: &'o mut [MaybeUninit<E>],
+) -> &'o mut [E] {
+    assert_eq!(
+        weight.winograd.is_some(),
+        winograd::applies(d),
+        "conv: weight prepared for other dimensions"
+    );
+    match &weight.winograd {
+        Some(w) if d.hw() > 0 => winograd::forward_image(d, img, w, bias, scratch, out),
+        _ => direct_image_forward(d, img, &weight.values, bias, scratch, out),
+    }
+}
+
+/// Backward pass of one image: writes the input gradient into `gx` (overwritten) and adds the
+/// weight gradient ([`ConvDims::weight_grad_len`] values, in the layout that
+/// [`ConvDims::weight_grad_to_weight_layout`] undoes) to `gw` and the bias gradient to `gb`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_image_backward<E: Kernel>(
+    d: &ConvDims,
+    img: &[E],
+    weight: &ConvWeight<E>,
+    go: &[E],
+    scratch: &mut [E],
+    gx: &mut [E],
+    gw: &mut [E],
+    gb: &mut [E],
+) {
+    assert_eq!(
+        weight.winograd.is_some(),
+        winograd::applies(d),
+        "conv: weight prepared for other dimensions"
+    );
+    match &weight.winograd {
+        Some(w) if d.hw() > 0 => winograd::backward_image(d, img, w, go, scratch, gx, gw, gb),
+        Some(_) => {}
+        None => direct_image_backward(d, img, &weight.values, go, scratch, gx, gw, gb),
+    }
+}
+
+/// Forward pass of one image as an implicit GEMM: `out` (c_out, H·W) = bias + weight ∗ `img`.
+/// `scratch` holds at least [`ConvDims::direct_forward_scratch`] values. Writes every element of
+/// `out` and returns it as initialised.
 ///
 /// A K×K kernel runs as an implicit GEMM: the input is copied once into zero-padded planes, on
 /// which the values tap `t` reads for all output positions are one contiguous run per channel
 /// (at [`ConvDims::tap_offset`]), so each tap is one GEMM (c_out × c_in)·(c_in × grid) straight
 /// from the padded planes, accumulated over the K² taps. There is no im2col matrix (K² copies of
 /// the input, 1.8 MB per image for 64 channels on 28×28: it no longer fitted in L2).
-pub(crate) fn conv_image_forward<'o, E: Kernel>(
+pub(crate) fn direct_image_forward<'o, E: Kernel>(
     d: &ConvDims,
     img: &[E],
     weight: &[E],
@@ -358,16 +457,16 @@ pub(crate) fn conv_image_forward<'o, E: Kernel>(
     unsafe { assume_init_mut(out) }
 }
 
-/// Backward pass of one image for the output gradient `go` (c_out, H·W): writes the input
-/// gradient into `gx` (c_in, H·W; overwritten) and adds the weight and bias gradients to `gw`
-/// (transposed if [`ConvDims::weight_grad_transposed`]), `gb`. `scratch` holds at least
-/// [`ConvDims::backward_scratch`] values.
+/// Backward pass of one image as implicit GEMMs, for the output gradient `go` (c_out, H·W):
+/// writes the input gradient into `gx` (c_in, H·W; overwritten) and adds the weight and bias
+/// gradients to `gw` (transposed if [`ConvDims::weight_grad_transposed`]), `gb`. `scratch` holds
+/// at least [`ConvDims::direct_backward_scratch`] values.
 ///
 /// Implicit GEMMs like the forward pass: with the output gradient on the padded-width grid
 /// (zero at the junk positions), tap `t` adds `go · paddedᵀ` to the weight gradient's column
 /// `t`, and `weightᵀ · go` to the padded input gradient shifted by the tap's offset.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_image_backward<E: Kernel>(
+pub(crate) fn direct_image_backward<E: Kernel>(
     d: &ConvDims,
     img: &[E],
     weight: &[E],
@@ -454,7 +553,12 @@ pub(crate) fn conv_image_backward<E: Kernel>(
 }
 
 /// Forward pass over a batch: `out` (batch, c_out, H·W).
-pub(crate) fn conv_forward<E: Kernel>(d: &ConvDims, x: &[E], weight: &[E], bias: &[E]) -> Vec<E> {
+pub(crate) fn conv_forward<E: Kernel>(
+    d: &ConvDims,
+    x: &[E],
+    weight: &ConvWeight<E>,
+    bias: &[E],
+) -> Vec<E> {
     let hw = d.hw();
     assert!(x.len() == d.batch * d.c_in * hw, "conv: input size");
     // SAFETY: conv_image_forward writes every element of each image's output (it asserts the
@@ -487,15 +591,15 @@ pub(crate) fn backward_chunk(hw: usize) -> usize {
 pub(crate) fn conv_backward<E: Kernel>(
     d: &ConvDims,
     x: &[E],
-    weight: &[E],
+    weight: &ConvWeight<E>,
     grad_out: &[E],
 ) -> (Vec<E>, Vec<E>, Vec<E>) {
     let hw = d.hw();
-    let n_weight = d.c_out * d.c_in * d.kernel * d.kernel;
+    let n_weight = d.weight_grad_len();
     let mut grad_x = vec![E::zero(); d.batch * d.c_in * hw];
     let zeros = |n| vec![E::zero(); n];
     if d.batch == 0 || hw == 0 {
-        return (grad_x, zeros(n_weight), zeros(d.c_out));
+        return (grad_x, zeros(weight.values.len()), zeros(d.c_out));
     }
     let chunk = backward_chunk(hw);
     let partials: Vec<(Vec<E>, Vec<E>)> = grad_out
@@ -583,7 +687,8 @@ macro_rules! cpu_conv_impl {
                     width: w.size(),
                     kernel: K,
                 };
-                let (x_vec, w_vec, b_vec) = (host_copy(&x), host_copy(weight), host_copy(bias));
+                let (x_vec, b_vec) = (host_copy(&x), host_copy(bias));
+                let w_vec = ConvWeight::new(&dims, host_copy(weight));
                 let out = conv_forward(&dims, &x_vec, &w_vec, &b_vec);
                 let dev = x.device().clone();
                 let out = dev.tensor_from_vec(out, (batch, co, h, w));
@@ -739,7 +844,7 @@ mod tests {
         let x: Vec<f64> = (0..d.batch * d.c_in * hw).map(|i| value(i, 7)).collect();
         let go: Vec<f64> = (0..d.batch * d.c_out * hw).map(|i| value(i, 5)).collect();
         let weight: Vec<f64> = (0..d.c_out * d.c_in * 9).map(|i| value(i, 3)).collect();
-        let (_, gw, gb) = conv_backward(&d, &x, &weight, &go);
+        let (_, gw, gb) = conv_backward(&d, &x, &ConvWeight::new(&d, weight), &go);
         for (o, i, ky, kx) in (0..d.c_out)
             .flat_map(|o| (0..d.c_in).map(move |i| (o, i)))
             .flat_map(|(o, i)| (0..9).map(move |t| (o, i, t / 3, t % 3)))
@@ -778,33 +883,38 @@ mod tests {
     }
 
     /// An empty batch and empty images give empty outputs and zero parameter gradients (dfdx
-    /// itself cannot sum an empty tensor, so this calls the kernels directly).
+    /// itself cannot sum an empty tensor, so this calls the kernels directly), by the implicit
+    /// GEMM (2 → 3 channels) and the Winograd convolution (16 → 16).
     #[test]
     fn empty_batches_and_images_are_fine() {
-        let (weight, bias) = (vec![1.0f64; 3 * 2 * 9], vec![1.0f64; 3]);
-        for (batch, height, width) in [(0, 5, 4), (2, 0, 4), (2, 4, 0)] {
-            let d = ConvDims {
-                batch,
-                c_in: 2,
-                c_out: 3,
-                height,
-                width,
-                kernel: 3,
-            };
-            let out = conv_forward(&d, &[], &weight, &bias);
-            assert!(out.is_empty());
-            let (gx, gw, gb) = conv_backward(&d, &[], &weight, &[]);
-            assert!(gx.is_empty());
-            assert_eq!((gw, gb), (vec![0.0; 54], vec![0.0; 3]));
-            if height * width == 0 {
-                // One empty image.
-                let mut scratch = vec![0.0; d.backward_scratch()];
-                let (mut gw, mut gb) = (vec![0.0; 54], vec![0.0; 3]);
-                #[rustfmt::skip]
-                conv_image_backward(&d, &[], &weight, &[], &mut scratch, &mut [], &mut gw, &mut gb);
-                assert_eq!((gw, gb), (vec![0.0; 54], vec![0.0; 3]));
-                let out = conv_image_forward(&d, &[], &weight, &bias, &mut scratch, &mut []);
+        for (c_in, c_out) in [(2, 3), (16, 16)] {
+            for (batch, height, width) in [(0, 5, 4), (2, 0, 4), (2, 4, 0)] {
+                let d = ConvDims {
+                    batch,
+                    c_in,
+                    c_out,
+                    height,
+                    width,
+                    kernel: 3,
+                };
+                let n_weight = c_out * c_in * 9;
+                let weight = ConvWeight::new(&d, vec![1.0f64; n_weight]);
+                let bias = vec![1.0f64; c_out];
+                let out = conv_forward(&d, &[], &weight, &bias);
                 assert!(out.is_empty());
+                let (gx, gw, gb) = conv_backward(&d, &[], &weight, &[]);
+                assert!(gx.is_empty());
+                assert_eq!((gw, gb), (vec![0.0; n_weight], vec![0.0; c_out]));
+                if height * width == 0 {
+                    // One empty image.
+                    let mut scratch = vec![0.0; d.backward_scratch()];
+                    let (mut gw, mut gb) = (vec![0.0; d.weight_grad_len()], vec![0.0; c_out]);
+                    #[rustfmt::skip]
+                    conv_image_backward(&d, &[], &weight, &[], &mut scratch, &mut [], &mut gw, &mut gb);
+                    assert!(gw.iter().chain(&gb).all(|&v| v == 0.0));
+                    let out = conv_image_forward(&d, &[], &weight, &bias, &mut scratch, &mut []);
+                    assert!(out.is_empty());
+                }
             }
         }
     }

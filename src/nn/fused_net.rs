@@ -19,7 +19,7 @@
 //! exponential), equal to the chain's within rounding (the test checks 1e-12 in f64).
 use super::conv::{
     add_into, backward_chunk, conv_image_backward, conv_image_forward, host_copy, take_grad,
-    ConvDims,
+    ConvDims, ConvWeight,
 };
 use super::fused::{
     concat_elu_backward_from_output_image, concat_elu_image, gated_backward_image, gated_image,
@@ -75,20 +75,49 @@ impl NetDims {
     }
 }
 
-/// A convolution's weight and bias (host copies, or their gradients).
-type ConvParams<E> = (Vec<E>, Vec<E>);
+/// A convolution's weight (`W`: prepared for the kernels, or a gradient) and bias.
+type ConvParams<W, E> = (W, Vec<E>);
 
-/// The network's parameters as flat host vectors, in the order of the tutorial's `nn.*`.
-struct NetParams<E> {
-    first: ConvParams<E>,
+/// The network's parameters as host copies, in the order of the tutorial's `nn.*`: the weights
+/// as the kernels read them ([`NetWeights`]), or gradients as flat vectors ([`NetGrads`]).
+struct NetParams<W, E> {
+    first: ConvParams<W, E>,
     /// Per block: (`net.1`, `net.3`).
-    blocks: [(ConvParams<E>, ConvParams<E>); 3],
+    blocks: [(ConvParams<W, E>, ConvParams<W, E>); 3],
     /// Per layer norm: (gamma, beta).
     norms: [(Vec<E>, Vec<E>); 3],
-    last: ConvParams<E>,
+    last: ConvParams<W, E>,
 }
 
-impl<E: Kernel> NetParams<E> {
+/// The parameters of one call of the op.
+type NetWeights<E> = NetParams<ConvWeight<E>, E>;
+/// Gradients of the parameters (the convolutions' weight gradients as [`conv_image_backward`]
+/// accumulates them until [`net_backward`] brings them to the weights' layout).
+type NetGrads<E> = NetParams<Vec<E>, E>;
+
+impl<E: Kernel> NetWeights<E> {
+    /// Zeros for accumulating gradients.
+    fn grad_accumulators(&self, d: &NetDims) -> NetGrads<E> {
+        let zeros = |n: usize| vec![E::zero(); n];
+        let conv = |c: ConvDims, b: &Vec<E>| (zeros(c.weight_grad_len()), zeros(b.len()));
+        NetParams {
+            first: conv(d.first(), &self.first.1),
+            blocks: std::array::from_fn(|k| {
+                let (conv_in, conv_gate) = &self.blocks[k];
+                (
+                    conv(d.block_in(), &conv_in.1),
+                    conv(d.block_gate(), &conv_gate.1),
+                )
+            }),
+            norms: std::array::from_fn(|k| {
+                (zeros(self.norms[k].0.len()), zeros(self.norms[k].1.len()))
+            }),
+            last: conv(d.last(), &self.last.1),
+        }
+    }
+}
+
+impl<E: Kernel> NetGrads<E> {
     /// Every vector, in a fixed order.
     fn all(&self) -> Vec<&Vec<E>> {
         let mut v = vec![&self.first.0, &self.first.1];
@@ -112,18 +141,6 @@ impl<E: Kernel> NetParams<E> {
         }
         v.extend([&mut self.last.0, &mut self.last.1]);
         v
-    }
-
-    /// Zeros of the same sizes: an accumulator of gradients.
-    fn zeros_like(&self) -> Self {
-        let zeros = |v: &Vec<E>| vec![E::zero(); v.len()];
-        let conv = |(w, b): &ConvParams<E>| (zeros(w), zeros(b));
-        NetParams {
-            first: conv(&self.first),
-            blocks: std::array::from_fn(|k| (conv(&self.blocks[k].0), conv(&self.blocks[k].1))),
-            norms: std::array::from_fn(|k| (zeros(&self.norms[k].0), zeros(&self.norms[k].1))),
-            last: conv(&self.last),
-        }
     }
 
     /// Adds `partials` in their order, element by element (the result does not depend on the
@@ -238,7 +255,7 @@ unsafe fn written<E>(
 /// the backward pass needs there (every element of it, [`NetDims::kept_per_image`] values).
 fn forward_image<E: Kernel>(
     d: &NetDims,
-    p: &NetParams<E>,
+    p: &NetWeights<E>,
     x: &[E],
     keep: Option<&mut [MaybeUninit<E>]>,
     out: &mut [MaybeUninit<E>],
@@ -297,7 +314,7 @@ fn forward_image<E: Kernel>(
 /// Forward pass, one image per task; with `keep`, also what the backward pass needs.
 fn net_forward<E: Kernel>(
     d: &NetDims,
-    p: &NetParams<E>,
+    p: &NetWeights<E>,
     x: Vec<E>,
     keep: bool,
 ) -> (Vec<E>, Option<Saved<E>>) {
@@ -347,12 +364,12 @@ fn net_forward<E: Kernel>(
 #[allow(clippy::too_many_arguments)]
 fn backward_image<E: Kernel>(
     d: &NetDims,
-    p: &NetParams<E>,
+    p: &NetWeights<E>,
     x: &[E],
     kept: &[E],
     go: &[E],
     gx: &mut [E],
-    grads: &mut NetParams<E>,
+    grads: &mut NetGrads<E>,
     scratch: &mut [E],
 ) {
     let (ch, hw) = (d.hidden, d.hw());
@@ -397,10 +414,10 @@ fn backward_image<E: Kernel>(
 /// chunk sums are added in order, so results do not depend on the thread count or scheduling.
 fn net_backward<E: Kernel>(
     d: &NetDims,
-    p: &NetParams<E>,
+    p: &NetWeights<E>,
     s: &Saved<E>,
     grad_out: &[E],
-) -> (Vec<E>, NetParams<E>) {
+) -> (Vec<E>, NetGrads<E>) {
     let hw = d.hw();
     let (n_in, n_out) = (d.c_in * hw, d.c_out * hw);
     assert!(
@@ -408,18 +425,18 @@ fn net_backward<E: Kernel>(
         "fused net: gradient size"
     );
     let mut gx = vec![E::zero(); d.batch * n_in];
-    let mut total = p.zeros_like();
+    let mut total = p.grad_accumulators(d);
     if d.batch == 0 || hw == 0 {
         return (gx, total);
     }
     let chunk = backward_chunk(hw);
-    let partials: Vec<NetParams<E>> = gx
+    let partials: Vec<NetGrads<E>> = gx
         .par_chunks_mut(chunk * n_in)
         .zip(grad_out.par_chunks(chunk * n_out))
         .zip(s.x.par_chunks(chunk * n_in))
         .zip(s.images.par_chunks(chunk))
         .map(|(((gx, go), x), kept)| {
-            let mut grads = p.zeros_like();
+            let mut grads = p.grad_accumulators(d);
             E::with_scratch(d.backward_scratch(), |scratch| {
                 let images = gx
                     .chunks_mut(n_in)
@@ -471,13 +488,28 @@ where
         height: shape.2.size(),
         width: shape.3.size(),
     };
+    fn weight<S: Shape, E: crate::FlowDtype + Kernel>(
+        c: ConvDims,
+        w: &Tensor<S, E, Cpu>,
+    ) -> ConvWeight<E> {
+        ConvWeight::new(&c, host_copy(w))
+    }
     let params = NetParams {
-        first: (host_copy(&net.conv_in.weight), host_copy(&net.conv_in.bias)),
+        first: (
+            weight(dims.first(), &net.conv_in.weight),
+            host_copy(&net.conv_in.bias),
+        ),
         blocks: std::array::from_fn(|k| {
             let b = &net.blocks[k];
             (
-                (host_copy(&b.conv_in.weight), host_copy(&b.conv_in.bias)),
-                (host_copy(&b.conv_gate.weight), host_copy(&b.conv_gate.bias)),
+                (
+                    weight(dims.block_in(), &b.conv_in.weight),
+                    host_copy(&b.conv_in.bias),
+                ),
+                (
+                    weight(dims.block_gate(), &b.conv_gate.weight),
+                    host_copy(&b.conv_gate.bias),
+                ),
             )
         }),
         norms: std::array::from_fn(|k| {
@@ -487,7 +519,7 @@ where
             )
         }),
         last: (
-            host_copy(&net.conv_out.weight),
+            weight(dims.last(), &net.conv_out.weight),
             host_copy(&net.conv_out.bias),
         ),
     };
@@ -525,19 +557,29 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::NetParams;
+    use super::{NetGrads, NetParams};
     use crate::nn::gated::{Conditioner, GatedConvNet};
     use crate::params::perturb_params;
     use dfdx::prelude::*;
 
-    type Net = GatedConvNet<Const<2>, Const<3>, Const<4>, f64, Cpu>;
-
     /// The fused network against the chain of separate ops (themselves tested against dfdx
-    /// compositions): output, input gradient and every parameter gradient, in f64.
+    /// compositions): output, input gradient and every parameter gradient, in f64. Hidden
+    /// width 3 runs every convolution as an implicit GEMM; 16 runs the blocks' 3×3
+    /// convolutions (32 → 16 channels) as Winograd convolutions, whose weight gradients are
+    /// summed over the chunks in the transform domain.
     #[test]
     fn fused_network_matches_the_chain_of_ops() {
+        check_against_the_chain::<3>();
+        check_against_the_chain::<16>();
+    }
+
+    fn check_against_the_chain<const HIDDEN: usize>()
+    where
+        Const<HIDDEN>: crate::shape::Double,
+    {
         let dev: Cpu = Cpu::seed_from_u64(3);
-        let mut net = dev.build_module::<Net, f64>();
+        let mut net =
+            dev.build_module::<GatedConvNet<Const<2>, Const<HIDDEN>, Const<4>, f64, Cpu>, f64>();
         // Non-zero last layer and perturbed norms, so that every path carries gradient.
         perturb_params(&mut net, 0.3).unwrap();
         // 40 images: two chunks of the backward pass (32 images each at this size), the second
@@ -627,8 +669,16 @@ mod tests {
                 last: conv(50),
             }
         };
-        let partials: Vec<NetParams<f64>> = (0..3).map(params).collect();
-        let mut total = partials[0].zeros_like();
+        let partials: Vec<NetGrads<f64>> = (0..3).map(params).collect();
+        let zeros = |v: &Vec<f64>| vec![0.0; v.len()];
+        let conv = |(w, b): &(Vec<f64>, Vec<f64>)| (zeros(w), zeros(b));
+        let p = &partials[0];
+        let mut total = NetParams {
+            first: conv(&p.first),
+            blocks: std::array::from_fn(|k| (conv(&p.blocks[k].0), conv(&p.blocks[k].1))),
+            norms: std::array::from_fn(|k| conv(&p.norms[k])),
+            last: conv(&p.last),
+        };
         total.add_all(&partials);
         for (j, got) in total.all().into_iter().enumerate() {
             for (i, g) in got.iter().enumerate() {

@@ -9,6 +9,8 @@ mod conv_cuda;
 pub mod fused;
 mod fused_net;
 pub mod gated;
+mod transpose;
+mod winograd;
 
 pub use conv::ConvDevice;
 pub use fused::FusedOps;

@@ -59,6 +59,22 @@ impl<'a, E> Carve<'a, E> {
     }
 }
 
+/// `s` as f32 values, if `E` is f32: for the kernels written with AVX-512 intrinsics.
+#[inline]
+pub(crate) fn as_f32<E: 'static>(s: &[E]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>())
+        // SAFETY: E is f32, so this is the same slice with its own type.
+        .then(|| unsafe { &*(s as *const [E] as *const [f32]) })
+}
+
+/// `s` as f32 values, if `E` is f32 (see [`as_f32`]).
+#[inline]
+pub(crate) fn as_f32_mut<E: 'static>(s: &mut [E]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>())
+        // SAFETY: E is f32, so this is the same slice with its own type.
+        .then(|| unsafe { &mut *(s as *mut [E] as *mut [f32]) })
+}
+
 /// Whether this CPU runs AVX2 and FMA instructions.
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {

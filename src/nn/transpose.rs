@@ -4,8 +4,7 @@
 //! Element by element, a transpose is one load and one store per value, each to a different
 //! cache line on one side; measured as 7 % of a multi-scale training step. In f32 on CPUs with
 //! AVX-512 a 16 × 16 block is 16 vector loads, 64 shuffles and 16 vector stores instead.
-use super::simd::{has_avx512, Kernel};
-use std::any::TypeId;
+use super::simd::{as_f32, has_avx512, Kernel};
 use std::mem::MaybeUninit;
 
 /// Rows and columns of the largest block.
@@ -29,11 +28,10 @@ pub(crate) fn transpose_block<E: Kernel>(
         "transpose: block outside the slices"
     );
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<E>() == TypeId::of::<f32>() && has_avx512() {
-        // SAFETY: E is f32 (checked above), so the casts keep the element type; the bounds were
-        // asserted above; the CPU has AVX-512 F.
+    if let Some(src) = as_f32(src).filter(|_| has_avx512()) {
+        // SAFETY: E is f32 (as_f32 checked), so the cast keeps the element type; the bounds
+        // were asserted above; the CPU has AVX-512 F.
         unsafe {
-            let src = &*(src as *const [E] as *const [f32]);
             let dst = &mut *(dst as *mut [MaybeUninit<E>] as *mut [MaybeUninit<f32>]);
             avx512::transpose_f32(src, src_stride, (rows, cols), dst, dst_stride);
         }

@@ -3,12 +3,14 @@
 //! dfdx 0.13 compiles its own `conv2d` only on nightly (DESIGN.md §2), so the convolution is ours,
 //! behind the small device trait [`ConvDevice`] so that layers stay device-generic. On the CPU it
 //! is a custom autograd op: per image, an implicit GEMM (one GEMM of the `gemm` crate per kernel
-//! tap, straight from zero-padded copies of the input planes; see `conv_image_forward`), in
-//! parallel over the images of the batch with rayon. The backward pass keeps only the input, so
-//! peak memory is a few padded planes of scratch per thread. (DESIGN.md §4 chose im2col + GEMM
-//! per image; the implicit GEMM does the same arithmetic without the K²-times larger column
-//! matrix, which had stopped fitting in the cache.) The conditioner networks call the per-image
-//! functions directly (`fused_net`).
+//! tap, straight from zero-padded copies of the input planes; see `direct_image_forward`), in
+//! parallel over the images of the batch with rayon; 3×3 kernels with channel counts that are
+//! multiples of 16 (the hidden layers of the conditioner networks, most of the work) run as
+//! Winograd F(2×2, 3×3) convolutions instead ([`super::winograd`]: 2.25× fewer products). The
+//! backward pass keeps only the input, so peak memory is a few padded planes of scratch per
+//! thread. (DESIGN.md §4 chose im2col + GEMM per image; the implicit GEMM does the same
+//! arithmetic without the K²-times larger column matrix, which had stopped fitting in the
+//! cache.) The conditioner networks call the per-image functions directly (`fused_net`).
 use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;

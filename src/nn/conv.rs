@@ -6,7 +6,7 @@
 //! tap, straight from zero-padded copies of the input planes; see `direct_image_forward`), in
 //! parallel over the images of the batch with rayon; 3×3 kernels with channel counts that are
 //! multiples of 16 (the hidden layers of the conditioner networks, most of the work) run as
-//! Winograd F(2×2, 3×3) convolutions instead ([`super::winograd`]: 2.25× fewer products). The
+//! Winograd F(2×2, 3×3) convolutions instead (2.25× fewer products; `src/nn/winograd.rs`). The
 //! backward pass keeps only the input, so peak memory is a few padded planes of scratch per
 //! thread. (DESIGN.md §4 chose im2col + GEMM per image; the implicit GEMM does the same
 //! arithmetic without the K²-times larger column matrix, which had stopped fitting in the

@@ -35,8 +35,9 @@ const POINTS: usize = 16;
 type Lanes<E> = [E; LANES];
 
 /// Whether [`super::conv`] runs the convolution `d` as a Winograd convolution: 3×3 kernels with
-/// channel counts that are multiples of [`LANES`] (the conditioner networks' hidden layers; their
-/// first and last layers, 1–8 input or 2–16 output channels, stay direct).
+/// channel counts that are multiples of [`LANES`]: the conditioner networks' hidden layers, and
+/// the last layer of the 7×7 networks (16 output channels); the first layers (1–8 input
+/// channels) and the other last layers (2–8 output channels) stay direct.
 pub(crate) fn applies(d: &ConvDims) -> bool {
     d.kernel == 3
         && d.c_in > 0

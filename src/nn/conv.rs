@@ -15,7 +15,8 @@ use dfdx::prelude::*;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use super::simd::{assume_init_mut, par_init, Kernel};
+use super::simd::{as_uninit_mut, assume_init_mut, par_init, Kernel};
+use super::transpose::{transpose_block, BLOCK};
 use super::winograd::{self, WinogradWeight};
 use std::mem::MaybeUninit;
 
@@ -307,8 +308,7 @@ fn to_grid<E: Kernel>(d: &ConvDims, planes: &[E], out: &mut [E]) {
 }
 
 /// (H, W) planes (c of them) transposed onto the padded-width grid: `out[pos · c + ch]`, zero
-/// at the junk positions. Reads each plane row by row and writes 16 positions × all channels
-/// at a time, so the destination block stays in L1.
+/// at the junk positions, in blocks of 16 positions × 16 channels.
 fn to_grid_transposed<E: Kernel>(d: &ConvDims, planes: &[E], c: usize, out: &mut [E]) {
     let (w, hw, wp, grid) = (d.width, d.hw(), d.padded_width(), d.grid());
     assert!(
@@ -316,14 +316,12 @@ fn to_grid_transposed<E: Kernel>(d: &ConvDims, planes: &[E], c: usize, out: &mut
         "transpose: sizes"
     );
     for y in 0..d.height {
-        for x0 in (0..w).step_by(16) {
-            let x1 = (x0 + 16).min(w);
-            let dst = &mut out[(y * wp + x0) * c..(y * wp + x1) * c];
-            for (ch, plane) in planes.chunks_exact(hw).enumerate() {
-                let src = &plane[y * w + x0..y * w + x1];
-                for (j, &v) in src.iter().enumerate() {
-                    dst[j * c + ch] = v;
-                }
+        for x0 in (0..w).step_by(BLOCK) {
+            for c0 in (0..c).step_by(BLOCK) {
+                let block = ((c - c0).min(BLOCK), (w - x0).min(BLOCK));
+                // SAFETY: the transpose writes only initialised values.
+                let dst = unsafe { as_uninit_mut(&mut out[(y * wp + x0) * c + c0..]) };
+                transpose_block(&planes[c0 * hw + y * w + x0..], hw, block, dst, c);
             }
         }
         // The junk positions after the row: up to the next row's first pixel, or the end.

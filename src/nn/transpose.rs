@@ -1,5 +1,5 @@
 //! Transposes of blocks of up to 16 × 16 values, between (channel, pixel) planes and the
-//! (pixel, channel) layout of the Winograd convolution.
+//! (pixel, channel) layouts of the Winograd convolution and of the direct weight gradient.
 //!
 //! Element by element, a transpose is one load and one store per value, each to a different
 //! cache line on one side; measured as 7 % of a multi-scale training step. In f32 on CPUs with

@@ -3,12 +3,21 @@
 //!
 //! 1. agreement: log p(x) of the same images with the same weights and dequantization noise on
 //!    the CPU and on the device (relative difference, must be ≤ `--tolerance`, 1e-4);
-//! 2. a timed training run: `--steps` Adam steps of batch `--batch` (128) after one warm-up step;
+//! 2. a timed training run: `--steps` Adam steps of batch `--batch` (128) after one warm-up step,
+//!    back to back with one synchronization at the end (throughput, as a training loop runs);
+//!    also the host time per step until the last step was queued: when it is close to the
+//!    step time, the CPU issuing kernels is the limit, not the GPU;
 //! 3. bpd of 64 images and sampling of 64 images, timed.
+//!
+//! With `--probe`, then the building blocks on the device, to tell what limits a step: the cost
+//! of one op (launch), an elementwise op on a 4-axis tensor and on the same data as one axis
+//! (dfdx's CUDA kernels divide per axis to index), the 3×3 convolution against the bare matrix
+//! product inside it, the concatenated ELU and the layer norm at the simple flow's size, and a
+//! multi-scale training step with dfdx's allocation cache off and on.
 //!
 //! ```text
 //! cargo build --release --features cuda --example gpu_check     # on any machine (no GPU needed)
-//! gpu_check [--device cuda|cpu] [--steps 10] [--batch 128] [--json FILE] [MODEL...]
+//! gpu_check [--device cuda|cpu] [--steps 10] [--batch 128] [--json FILE] [--probe] [MODEL...]
 //! ```
 //!
 //! Exits 1 if a model disagrees or a device fails. Synthetic images (no MNIST needed): timing
@@ -27,7 +36,7 @@ use std::time::Instant;
 #[path = "common/alloc.rs"]
 mod alloc;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "CPU-vs-GPU agreement and GPU timings of the tutorial's flows")]
 struct Args {
     /// Device to check against the CPU
@@ -48,6 +57,12 @@ struct Args {
     /// Also write the results as JSON lines here
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Also time the building blocks of a step (see the program's documentation)
+    #[arg(long)]
+    probe: bool,
+    /// Images per batch in the probe
+    #[arg(long, default_value_t = 128)]
+    probe_batch: usize,
     /// Models to check (default: all three)
     #[arg(value_parser = ["simple", "vardeq", "multiscale"])]
     models: Vec<String>,
@@ -81,12 +96,14 @@ struct Report {
     max_rel_diff_log_px: f64,
     agrees: bool,
     train_step_seconds: f64,
+    /// Host time per step until the last step was queued (before the final synchronization).
+    train_step_host_seconds: f64,
     images_per_second: f64,
     batch: usize,
     bpd_64_seconds: f64,
     sample_64_seconds: f64,
-    /// Memory in use on the GPU after the timed work (dfdx keeps freed buffers in its cache,
-    /// so this is close to the peak); `None` on the CPU.
+    /// Memory in use on the GPU after the timed work (`Cuda::open` turns dfdx's allocation
+    /// cache on, which keeps freed buffers, so this is close to the peak); `None` on the CPU.
     device_memory_used_bytes: Option<u64>,
 }
 
@@ -136,38 +153,7 @@ fn check<M: CliModel, D: CliDevice + Synchronize>(
 
     // 2. Training steps from a fresh model.
     let mut model = M::build(&dev).map_err(err("build"))?;
-    let batch = dev
-        .try_tensor_from_vec(
-            images(args.batch, 3),
-            Img::<1, 28, 28>::with_batch(args.batch),
-        )
-        .map_err(err("upload"))?;
-    let mut adam = Adam::new(1e-3);
-    let mut grads = model.try_alloc_grads().map_err(err("grads"))?;
-    let mut step = |model: &mut ImageFlow<M::Flow<D>>| -> Result<f32, String> {
-        let loss = model
-            .bpd(batch.clone().traced(grads.clone()), &mut FlowCtx::default())
-            .map_err(err("forward"))?;
-        let value = loss.as_vec()[0];
-        let mut g = loss.backward();
-        adam.update(model, &g)
-            .map_err(|e| format!("{name}: adam: {e:?}"))?;
-        model.zero_grads(&mut g);
-        grads = g;
-        Ok(value)
-    };
-    step(&mut model)?;
-    dev.try_synchronize().map_err(err("sync"))?;
-    let t = Instant::now();
-    let mut last = 0.0;
-    for _ in 0..args.steps {
-        last = step(&mut model)?;
-    }
-    dev.try_synchronize().map_err(err("sync"))?;
-    let step_seconds = t.elapsed().as_secs_f64() / args.steps.max(1) as f64;
-    if !last.is_finite() {
-        return Err(format!("{name}: training loss is {last}"));
-    }
+    let (step_seconds, host_seconds) = time_training::<M, D>(name, &dev, &mut model, args)?;
 
     // 3. Inference and sampling of 64 images (after a warm-up of each).
     let x64 = dev
@@ -193,12 +179,195 @@ fn check<M: CliModel, D: CliDevice + Synchronize>(
         max_rel_diff_log_px: max_rel_diff,
         agrees: max_rel_diff <= args.tolerance,
         train_step_seconds: step_seconds,
+        train_step_host_seconds: host_seconds,
         images_per_second: args.batch as f64 / step_seconds,
         batch: args.batch,
         bpd_64_seconds: bpd_64,
         sample_64_seconds: sample_64,
         device_memory_used_bytes: (D::NAME == "cuda").then(gpu_memory_used).flatten(),
     })
+}
+
+/// `args.steps` training steps of `model` on a batch of `args.batch` images after one warm-up
+/// step, queued back to back: (seconds per step, host seconds per step until the last one was
+/// queued). The loss is read once, at the end, so nothing inside the loop waits for the GPU.
+fn time_training<M: CliModel, D: CliDevice + Synchronize>(
+    name: &str,
+    dev: &D,
+    model: &mut ImageFlow<M::Flow<D>>,
+    args: &Args,
+) -> Result<(f64, f64), String> {
+    let err = |what: &'static str| move |e: D::Err| format!("{name}: {what}: {e:?}");
+    let batch = dev
+        .try_tensor_from_vec(
+            images(args.batch, 3),
+            Img::<1, 28, 28>::with_batch(args.batch),
+        )
+        .map_err(err("upload"))?;
+    let mut adam = Adam::new(1e-3);
+    let mut grads = model.try_alloc_grads().map_err(err("grads"))?;
+    let mut step = |model: &mut ImageFlow<M::Flow<D>>| -> Result<Tensor<Rank0, f32, D>, String> {
+        let loss = model
+            .bpd(batch.clone().traced(grads.clone()), &mut FlowCtx::default())
+            .map_err(err("forward"))?;
+        let (loss, tape) = loss.split_tape();
+        let mut g = loss.clone().put_tape(tape).backward();
+        adam.update(model, &g)
+            .map_err(|e| format!("{name}: adam: {e:?}"))?;
+        model.zero_grads(&mut g);
+        grads = g;
+        Ok(loss)
+    };
+    step(model)?;
+    dev.try_synchronize().map_err(err("sync"))?;
+    let t = Instant::now();
+    let mut last = None;
+    for _ in 0..args.steps {
+        last = Some(step(model)?);
+    }
+    let queued = t.elapsed().as_secs_f64();
+    dev.try_synchronize().map_err(err("sync"))?;
+    let total = t.elapsed().as_secs_f64();
+    if let Some(loss) = last {
+        let value = loss.as_vec()[0];
+        if !value.is_finite() {
+            return Err(format!("{name}: training loss is {value}"));
+        }
+    }
+    let steps = args.steps.max(1) as f64;
+    Ok((total / steps, queued / steps))
+}
+
+/// One line of the probe.
+#[derive(serde::Serialize)]
+struct ProbeLine {
+    probe: String,
+    device: String,
+    seconds: f64,
+}
+
+/// Seconds per call of `f`, `reps` calls queued back to back after one warm-up call.
+fn per_call<D: Synchronize>(
+    dev: &D,
+    reps: usize,
+    mut f: impl FnMut() -> Result<(), D::Err>,
+) -> Result<f64, D::Err> {
+    f()?;
+    dev.try_synchronize()?;
+    let t = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    dev.try_synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// The building blocks of a training step on `D` (see the program's documentation), at the
+/// simple flow's sizes: 28×28 images, 32 hidden channels, `args.probe_batch` images.
+fn probe<D: CliDevice + Synchronize + Cache>(args: &Args) -> Result<Vec<ProbeLine>, String> {
+    let dev = D::open(0).map_err(|e| e.to_string())?;
+    let err = |what: &'static str| move |e: D::Err| format!("probe: {what}: {e:?}");
+    let n = args.probe_batch;
+    let mut lines = Vec::new();
+    let mut line = |probe: &str, seconds: f64| {
+        println!("probe {probe:<52} {:>12.1} us", seconds * 1e6);
+        lines.push(ProbeLine {
+            probe: probe.to_string(),
+            device: D::NAME.to_string(),
+            seconds,
+        });
+    };
+
+    // Launch: ops on one element, so only the per-op cost of dfdx and the driver is left.
+    let one: Tensor<(usize,), f32, D> = dev.try_ones_like(&(1,)).map_err(err("alloc"))?;
+    let t = per_call(&dev, 1000, || one.clone().try_add(1.0).map(drop)).map_err(err("add"))?;
+    line("unary op on 1 element (launch cost)", t);
+    let t =
+        per_call(&dev, 1000, || one.clone().try_add(one.clone()).map(drop)).map_err(err("add"))?;
+    line("binary op on 1 element (launch cost)", t);
+
+    // Elementwise: the same add on 4 axes and on one.
+    let shape = (n, 64usize, 28usize, 28usize);
+    let a: Tensor<_, f32, D> = dev.sample_normal_like(&shape);
+    let b: Tensor<_, f32, D> = dev.sample_normal_like(&shape);
+    let t = per_call(&dev, 20, || a.clone().try_add(b.clone()).map(drop)).map_err(err("add"))?;
+    line(&format!("add ({n}, 64, 28, 28) as 4 axes"), t);
+    let flat = (n * 64 * 28 * 28,);
+    let (af, bf) = (
+        a.clone().try_reshape_like(&flat).map_err(err("reshape"))?,
+        b.clone().try_reshape_like(&flat).map_err(err("reshape"))?,
+    );
+    let t = per_call(&dev, 20, || af.clone().try_add(bf.clone()).map(drop)).map_err(err("add"))?;
+    line(&format!("add ({n}, 64, 28, 28) as 1 axis"), t);
+    let t = per_call(&dev, 20, || a.clone().try_exp().map(drop)).map_err(err("exp"))?;
+    line(&format!("exp ({n}, 64, 28, 28) (unary)"), t);
+
+    // The 3x3 convolution 64 -> 32 channels at 28x28, and the matrix product inside it.
+    let w: Tensor<(usize, usize, Const<3>, Const<3>), f32, D> =
+        dev.sample_normal_like(&(32, 64, Const, Const));
+    let bias: Tensor<(usize,), f32, D> = dev.try_zeros_like(&(32,)).map_err(err("alloc"))?;
+    let t = per_call(&dev, 10, || {
+        D::try_conv2d_same(a.clone(), &w, &bias).map(drop)
+    })
+    .map_err(err("conv"))?;
+    line("conv 3x3 64->32 at 28x28, forward", t);
+    let t = per_call(&dev, 5, || {
+        let y = D::try_conv2d_same(a.leaky_trace(), &w, &bias)?;
+        y.try_sum()?.backward();
+        Ok(())
+    })
+    .map_err(err("conv"))?;
+    line("conv 3x3 64->32 at 28x28, forward + backward", t);
+    let cols: Tensor<(usize, usize), f32, D> = dev.sample_normal_like(&(n * 28 * 28, 9 * 64));
+    let wm: Tensor<(usize, usize), f32, D> = dev.sample_normal_like(&(9 * 64, 32));
+    let t = per_call(&dev, 10, || cols.clone().try_matmul(wm.clone()).map(drop))
+        .map_err(err("matmul"))?;
+    line("  its matrix product alone (pixels x 576) @ (576 x 32)", t);
+
+    // The gated ResNet's elementwise ops at 32 hidden channels.
+    let x: Tensor<(usize, usize, usize, usize), f32, D> = dev.sample_normal_like(&(n, 32, 28, 28));
+    let t = per_call(&dev, 10, || D::try_concat_elu(x.clone(), 64usize).map(drop))
+        .map_err(err("concat elu"))?;
+    line("concat ELU 32->64 at 28x28, forward", t);
+    let t = per_call(&dev, 5, || {
+        let y = D::try_concat_elu(x.leaky_trace(), 64usize)?;
+        y.try_sum()?.backward();
+        Ok(())
+    })
+    .map_err(err("concat elu"))?;
+    line("concat ELU 32->64 at 28x28, forward + backward", t);
+    let gamma: Tensor<(Const<1>, usize, Const<1>, Const<1>), f32, D> = dev
+        .try_ones_like(&(Const, 32, Const, Const))
+        .map_err(err("alloc"))?;
+    let beta = dev
+        .try_zeros_like(&(Const::<1>, 32usize, Const::<1>, Const::<1>))
+        .map_err(err("alloc"))?;
+    let t = per_call(&dev, 10, || {
+        D::try_layer_norm_channels(x.clone(), &gamma, &beta, 1e-5).map(drop)
+    })
+    .map_err(err("layer norm"))?;
+    line("layer norm over 32 channels at 28x28, forward", t);
+
+    // A multi-scale training step with the allocation cache off, then on.
+    let steps_args = Args {
+        steps: args.steps.min(5),
+        ..args.clone()
+    };
+    for (label, on) in [("off", false), ("on", true)] {
+        if on {
+            dev.try_enable_cache().map_err(err("cache"))?;
+        } else {
+            dev.try_disable_cache().map_err(err("cache"))?;
+        }
+        let mut model = Multiscale::build(&dev).map_err(|e| format!("{e:?}"))?;
+        let (seconds, _) =
+            time_training::<Multiscale, D>("multiscale", &dev, &mut model, &steps_args)?;
+        line(
+            &format!("multiscale training step, allocation cache {label}"),
+            seconds,
+        );
+    }
+    Ok(lines)
 }
 
 fn check_on<D: CliDevice + Synchronize>(name: &str, args: &Args) -> Result<Report, String> {
@@ -225,8 +394,16 @@ fn main() -> ExitCode {
         args.models.clone()
     };
     println!(
-        "{:<11} {:>7} {:>13} {:>11} {:>9} {:>10} {:>10} {:>10}",
-        "model", "device", "rel.diff", "step [s]", "img/s", "bpd64 [s]", "smp64 [s]", "mem [GB]"
+        "{:<11} {:>7} {:>13} {:>11} {:>11} {:>9} {:>10} {:>10} {:>10}",
+        "model",
+        "device",
+        "rel.diff",
+        "step [s]",
+        "host [s]",
+        "img/s",
+        "bpd64 [s]",
+        "smp64 [s]",
+        "mem [GB]"
     );
     let mut ok = true;
     let mut lines = Vec::new();
@@ -241,11 +418,12 @@ fn main() -> ExitCode {
         match report {
             Ok(r) => {
                 println!(
-                    "{:<11} {:>7} {:>13.3e} {:>11.4} {:>9.1} {:>10.4} {:>10.4} {:>10}{}",
+                    "{:<11} {:>7} {:>13.3e} {:>11.4} {:>11.4} {:>9.1} {:>10.4} {:>10.4} {:>10}{}",
                     r.model,
                     r.device,
                     r.max_rel_diff_log_px,
                     r.train_step_seconds,
+                    r.train_step_host_seconds,
                     r.images_per_second,
                     r.bpd_64_seconds,
                     r.sample_64_seconds,
@@ -256,6 +434,26 @@ fn main() -> ExitCode {
                 ok &= r.agrees;
                 lines.push(serde_json::to_string(&r).expect("serializable"));
             }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ok = false;
+            }
+        }
+    }
+    if args.probe {
+        let probed = match device {
+            Resolved::Cpu => probe::<Cpu>(&args),
+            #[cfg(feature = "cuda")]
+            Resolved::Cuda => probe::<Cuda>(&args),
+            #[cfg(not(feature = "cuda"))]
+            Resolved::Cuda => unreachable!("resolve() refuses CUDA without the feature"),
+        };
+        match probed {
+            Ok(probe_lines) => lines.extend(
+                probe_lines
+                    .iter()
+                    .map(|l| serde_json::to_string(l).expect("serializable")),
+            ),
             Err(e) => {
                 eprintln!("error: {e}");
                 ok = false;

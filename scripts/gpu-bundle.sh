@@ -29,7 +29,7 @@ out_dir=$(grep -aoE "$TARGET/release/build/dfdx-[0-9a-f]+/out" "$bin" | sort -u 
 [ -n "$include_dir" ] && [ -f "$include_dir/cuda_fp16.h" ] || { echo "gpu-bundle: CUDA include dir not found in the binary" >&2; exit 1; }
 [ -n "$out_dir" ] && ls "$out_dir"/*.cuh >/dev/null || { echo "gpu-bundle: dfdx OUT_DIR not found in the binary" >&2; exit 1; }
 
-rm -rf "$BUNDLE"/*
+rm -rf "${BUNDLE:?}"/*
 # Without debug info: 10 MB instead of 145 MB (symbols stay, for backtraces).
 strip --strip-debug -o "$BUNDLE/gpu_check" "$bin" 2>/dev/null || cp "$bin" "$BUNDLE/gpu_check"
 printf '%s\n%s\n' "$include_dir" "$out_dir" > "$BUNDLE/nvrtc-include-paths.txt"
@@ -37,5 +37,8 @@ printf '%s\n%s\n' "$include_dir" "$out_dir" > "$BUNDLE/nvrtc-include-paths.txt"
 tar -czf "$BUNDLE/cuda-include.tar.gz" -C "$include_dir" .
 tar -czf "$BUNDLE/dfdx-cuh.tar.gz" -C "$out_dir" $(cd "$out_dir" && ls *.cuh)
 cp scripts/gpu-check.sh "$BUNDLE/"
+# The PyTorch side (run when the GPU machine has torch with CUDA): the tutorial's models.
+mkdir -p "$BUNDLE/reference"
+cp benches/reference/{bench_torch.py,tutorial_flows.py,gpu_side_by_side.py} "$BUNDLE/reference/"
 du -sh "$BUNDLE"/*
 echo "bundle ready: $BUNDLE (run: bash $BUNDLE/gpu-check.sh)"

@@ -1,7 +1,9 @@
-"""PyTorch side of the dfdx-flows speed comparison: the tutorial's full-size models on CPU.
+"""PyTorch side of the dfdx-flows speed comparison: the tutorial's full-size models on the CPU
+or (--device cuda) on a GPU.
 
     python benches/reference/bench_torch.py [--models simple,vardeq,multiscale] [--batch 128]
         [--repeats 5] [--threads 2] [--mnist DIR] [--peak-rss] [--figures train,bpd,sample]
+        [--device cpu|cuda] [--steps 10] [--tf32 default|off]
 
 Figures, one JSON object per line on stdout:
   train_step_b{B}: one training step as the tutorial trains (Adam lr 1e-3, loss = mean bpd of
@@ -23,6 +25,19 @@ Figures, one JSON object per line on stdout:
                    step itself needs is about step_hwm_bytes - rss_before_step_bytes.
 Inputs: random integer images 0..255 (seeded), or the first MNIST test images with --mnist DIR.
 torch.set_flush_denormal(True) and torch.set_num_threads(--threads) are set first.
+
+With --device cuda (the GPU side of scripts/gpu-check.sh, same figures as examples/gpu_check.rs):
+  train_step_b{B}: --steps training steps back to back after one warm-up step, then
+                   torch.cuda.synchronize(); seconds per step = the whole / --steps (throughput,
+                   as a training loop runs: no host sync inside the loop). Also "host_seconds":
+                   the time per step until the last step was queued, before the final sync; when
+                   it is close to "seconds", the step is bound by the CPU issuing kernels.
+  bpd_64, sample_64: as above, with torch.cuda.synchronize() inside the timed region.
+  peak_gpu_memory_train_step: torch.cuda.max_memory_allocated / max_memory_reserved over the
+                   warm-up and the timed training steps ("allocated_bytes", "reserved_bytes").
+  PyTorch eager as the tutorial runs it: cuDNN convolutions with TF32 allowed (PyTorch's default,
+  torch.backends.cudnn.allow_tf32), matmuls in full FP32; --tf32 off runs the convolutions in
+  full FP32 too, the precision of dfdx's cuBLAS SGEMM. cudnn.benchmark stays off (the default).
 """
 
 import sys
@@ -70,6 +85,11 @@ def setup(threads):
     torch.set_num_threads(threads)
 
 
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train_step_fn(model, imgs):
     opt = optim.Adam(model.parameters(), lr=1e-3)
 
@@ -83,14 +103,32 @@ def train_step_fn(model, imgs):
     return step
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, device=torch.device("cpu")):
     fn()  # warm-up
+    sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+def timed_steps(step, steps, device):
+    """Throughput of `steps` training steps back to back (one sync at the end), after a warm-up
+    step: (seconds per step, host seconds per step until the last step was queued)."""
+    step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    queued = time.perf_counter() - t0
+    sync(device)
+    total = time.perf_counter() - t0
+    if not torch.isfinite(loss).item():
+        raise SystemExit(f"training loss is {loss.item()}")
+    return total / steps, queued / steps
 
 
 def sample_shape(kind, n):
@@ -149,6 +187,10 @@ def main():
     ap.add_argument("--peak-rss", action="store_true", help="also measure the peak RSS of a training step")
     ap.add_argument("--figures", default="train,bpd,sample", help="subset of train,bpd,sample")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--steps", type=int, default=10, help="--device cuda: timed training steps (default 10)")
+    ap.add_argument("--tf32", default="default", choices=["default", "off"],
+                    help="--device cuda: 'off' disables TF32 in cuDNN convolutions (default: PyTorch's default)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -164,31 +206,51 @@ def main():
             raise SystemExit(f"unknown model {k!r}; expected some of {','.join(tf.MODEL_KINDS)}")
     if not figures <= {"train", "bpd", "sample"}:
         raise SystemExit(f"unknown figures {figures - {'train', 'bpd', 'sample'}}")
-    base = {"impl": "pytorch", "torch": torch.__version__, "threads": args.threads}
+    device = torch.device(args.device)
+    base = {"impl": "pytorch", "torch": torch.__version__, "threads": args.threads, "device": args.device}
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch.cuda.is_available() is False (no GPU, or a CPU-only torch)")
+        if args.peak_rss:
+            raise SystemExit("--peak-rss measures host memory of CPU runs; on the GPU the peak GPU memory is reported")
+        if args.tf32 == "off":
+            torch.backends.cudnn.allow_tf32 = False
+        base.update(gpu=torch.cuda.get_device_name(device), cudnn_tf32=torch.backends.cudnn.allow_tf32,
+                    matmul_tf32=torch.backends.cuda.matmul.allow_tf32)
 
     for kind in kinds:
         torch.manual_seed(args.seed)
-        model = tf.create_model(kind)
+        model = tf.create_model(kind).to(device)
         assert tf.num_params(model) == tf.FULL_PARAM_COUNTS[kind]
         if "train" in figures:
             model.train()
-            step = train_step_fn(model, make_images(args.batch, args.mnist, args.seed))
-            med, times = timed(step, args.repeats)
-            emit(dict(base, model=kind, figure=f"train_step_b{args.batch}", seconds=med,
-                      batch=args.batch, all_seconds=times))
+            step = train_step_fn(model, make_images(args.batch, args.mnist, args.seed).to(device))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                per_step, host = timed_steps(step, args.steps, device)
+                emit(dict(base, model=kind, figure=f"train_step_b{args.batch}", seconds=per_step,
+                          host_seconds=host, batch=args.batch, steps=args.steps,
+                          images_per_second=args.batch / per_step))
+                emit(dict(base, model=kind, figure="peak_gpu_memory_train_step", batch=args.batch,
+                          allocated_bytes=torch.cuda.max_memory_allocated(device),
+                          reserved_bytes=torch.cuda.max_memory_reserved(device)))
+            else:
+                med, times = timed(step, args.repeats)
+                emit(dict(base, model=kind, figure=f"train_step_b{args.batch}", seconds=med,
+                          batch=args.batch, all_seconds=times))
         model.eval()
         if "bpd" in figures:
-            imgs = make_images(64, args.mnist, args.seed + 1)
+            imgs = make_images(64, args.mnist, args.seed + 1).to(device)
 
             def bpd():
                 with torch.no_grad():
                     return model._get_likelihood(imgs)
 
-            med, times = timed(bpd, args.repeats)
+            med, times = timed(bpd, args.repeats, device)
             emit(dict(base, model=kind, figure="bpd_64", seconds=med, batch=64, all_seconds=times))
         if "sample" in figures:
             shape = sample_shape(kind, 64)
-            med, times = timed(lambda: model.sample(shape), args.repeats)
+            med, times = timed(lambda: model.sample(shape), args.repeats, device)
             emit(dict(base, model=kind, figure="sample_64", seconds=med, batch=64, all_seconds=times))
         del model
 

@@ -113,10 +113,23 @@ impl OpenDevice for Cpu {
 impl OpenDevice for Cuda {
     const NAME: &'static str = "cuda";
 
-    /// The first GPU, after checking that the driver answers (dfdx would panic otherwise).
+    /// The first GPU, after checking that the driver answers (dfdx would panic otherwise),
+    /// with dfdx's allocation cache on.
+    ///
+    /// Without the cache every op's output is a `cuMemAllocAsync` from CUDA's stream-ordered
+    /// pool, and that pool (release threshold 0, the default) hands its free memory back to the
+    /// driver at every synchronization, that is at least once per training step (reading the
+    /// loss); the next step then maps it again. The cache keeps freed buffers for reuse by
+    /// size, as PyTorch's caching allocator does; a training step allocates the same sizes
+    /// every time, so it stops growing after the first step. `gpu_check --probe` times a
+    /// training step with the cache off and on.
     fn open(seed: u64) -> Result<Self, DeviceError> {
         cuda_status()?;
-        Cuda::try_seed_from_u64(seed).map_err(|e| DeviceError::Unavailable(e.to_string()))
+        let dev =
+            Cuda::try_seed_from_u64(seed).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+        dev.try_enable_cache()
+            .map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+        Ok(dev)
     }
 }
 

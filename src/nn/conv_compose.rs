@@ -7,6 +7,10 @@
 //! row), and one `matmul` with the weight, reshaped to (taps · channels in, channels out), does
 //! the convolution. Every step is a dfdx op, so dfdx records the backward pass; `gather`'s backward
 //! adds overlapping taps (no `slice`, whose CPU backward assigns, DESIGN.md §7.1).
+//!
+//! The index depends only on (batch, H, W, K); building it on the host and uploading it is
+//! O(batch · H · W · K²) host work per call (7 MB for a batch of 128 28×28 images), so the
+//! caller passes it in: the `Cuda` implementation keeps the recent ones on the device.
 use dfdx::prelude::*;
 
 /// Largest element count that dfdx's CUDA `gather` kernels can address: they compute offsets in
@@ -16,7 +20,7 @@ const GATHER_MAX_ELEMENTS: usize = u32::MAX as usize;
 /// Rows of the channels-last input (`batch · h · w` pixels, then the appended zero row) that the
 /// im2col matrix reads, in its row order: output pixel (image, y, x) major, kernel tap (ky, kx)
 /// minor. Taps outside the image point at the zero row, index `batch · h · w`.
-fn im2col_rows(batch: usize, h: usize, w: usize, k: usize) -> Vec<usize> {
+pub(crate) fn im2col_rows(batch: usize, h: usize, w: usize, k: usize) -> Vec<usize> {
     let zero_row = batch * h * w;
     let pad = (k / 2) as isize;
     let (hi, wi) = (h as isize, w as isize);
@@ -41,11 +45,51 @@ fn im2col_rows(batch: usize, h: usize, w: usize, k: usize) -> Vec<usize> {
     rows
 }
 
+/// The value of `key` in `cache` (most recently used last), made by `make` and kept if absent;
+/// with `capacity` entries, the least recently used one is dropped first.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn recently_used<K: PartialEq, V: Clone, Err>(
+    cache: &mut Vec<(K, V)>,
+    key: K,
+    capacity: usize,
+    make: impl FnOnce() -> Result<V, Err>,
+) -> Result<V, Err> {
+    if let Some(at) = cache.iter().position(|(k, _)| *k == key) {
+        let entry = cache.remove(at);
+        let value = entry.1.clone();
+        cache.push(entry);
+        return Ok(value);
+    }
+    let value = make()?;
+    if cache.len() >= capacity {
+        cache.remove(0);
+    }
+    cache.push((key, value.clone()));
+    Ok(value)
+}
+
+/// The gather index of [`conv2d_by_composition`] on `dev`: [`im2col_rows`] as a tensor.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn im2col_index<D: TensorFromVec<usize>>(
+    dev: &D,
+    batch: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+) -> Result<Tensor<(usize,), usize, D>, D::Err> {
+    let rows = im2col_rows(batch, h, w, k);
+    let len = rows.len();
+    dev.try_tensor_from_vec(rows, (len,))
+}
+
 /// Convolves `x` (batch, `CI`, H, W) with `weight` (`CO`, `CI`, K, K) plus `bias` (`CO`), stride 1,
 /// zero padding `K / 2`, with public dfdx ops only; the contract of
 /// [`ConvDevice::try_conv2d_same`](super::ConvDevice::try_conv2d_same). The backward pass is
 /// recorded on `x`'s tape; gradients flow to `x`, `weight` and `bias`. The result is a permuted
 /// (non-contiguous) view of a channels-last buffer.
+///
+/// `index(batch, h, w, k)` supplies [`im2col_index`] (or a cached copy of it); it is not called
+/// for a 1×1 kernel.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn conv2d_by_composition<
     const K: usize,
@@ -60,6 +104,7 @@ pub(crate) fn conv2d_by_composition<
     x: Tensor<(usize, CI, H, W), E, D, T>,
     weight: &Tensor<(CO, CI, Const<K>, Const<K>), E, D>,
     bias: &Tensor<(CO,), E, D>,
+    index: impl FnOnce(usize, usize, usize, usize) -> Result<Tensor<(usize,), usize, D>, D::Err>,
 ) -> Result<Tensor<(usize, CO, H, W), E, D, T>, D::Err> {
     assert!(
         K % 2 == 1,
@@ -94,8 +139,12 @@ pub(crate) fn conv2d_by_composition<
     } else {
         let zero_row = dev.try_zeros_like(&(1usize, ci))?;
         let padded = (rows, zero_row).try_concat_along(Axis::<0>)?;
-        let index = im2col_rows(batch, h.size(), w.size(), K);
-        let index = dev.tensor_from_vec(index, (pixels * K * K,));
+        let index = index(batch, h.size(), w.size(), K)?;
+        assert_eq!(
+            index.shape().0,
+            pixels * K * K,
+            "im2col index of another shape"
+        );
         padded
             .try_gather(index)?
             .try_reshape_like(&(pixels, patch))?
@@ -130,7 +179,9 @@ mod tests {
             dev.sample_normal_like(&(3, Const::<3>, Const::<5>, Const::<4>));
 
         let expect = Cpu::try_conv2d_same(x.leaky_trace(), &wt, &b).unwrap();
-        let got = conv2d_by_composition(x.leaky_trace(), &wt, &b).unwrap();
+        let dev2 = dev.clone();
+        let index = move |n, h, w, k| im2col_index(&dev2, n, h, w, k);
+        let got = conv2d_by_composition(x.leaky_trace(), &wt, &b, index.clone()).unwrap();
         assert_eq!(got.shape(), expect.shape());
         assert_close("forward", &got.as_vec(), &expect.as_vec());
 
@@ -153,7 +204,7 @@ mod tests {
         );
 
         // Without a tape (inference) the values are the same.
-        let plain = conv2d_by_composition(x.clone(), &wt, &b).unwrap();
+        let plain = conv2d_by_composition(x.clone(), &wt, &b, index).unwrap();
         let reference = Cpu::try_conv2d_same(x, &wt, &b).unwrap();
         assert_close("forward, no tape", &plain.as_vec(), &reference.as_vec());
     }
@@ -166,6 +217,31 @@ mod tests {
     #[test]
     fn composed_conv1x1_matches_cpu_op_values_and_gradients() {
         check::<1>();
+    }
+
+    #[test]
+    fn recently_used_makes_each_value_once_and_drops_the_least_recent() {
+        let mut cache = Vec::new();
+        let mut made = Vec::new();
+        let mut get = |cache: &mut Vec<(u32, String)>, key: u32| {
+            recently_used(cache, key, 2, || {
+                made.push(key);
+                Ok::<_, ()>(format!("v{key}"))
+            })
+            .unwrap()
+        };
+        assert_eq!(get(&mut cache, 1), "v1");
+        assert_eq!(get(&mut cache, 2), "v2");
+        assert_eq!(get(&mut cache, 1), "v1"); // hit: 1 becomes the most recent
+        assert_eq!(get(&mut cache, 3), "v3"); // full: drops 2, the least recent
+        assert_eq!(get(&mut cache, 1), "v1");
+        assert_eq!(get(&mut cache, 2), "v2"); // made again
+        assert_eq!(made, [1, 2, 3, 2]);
+        assert_eq!(cache.len(), 2);
+        // A failing `make` leaves the cache as it was.
+        let before: Vec<u32> = cache.iter().map(|(k, _)| *k).collect();
+        assert!(recently_used(&mut cache, 9, 2, || Err::<String, _>("no")).is_err());
+        assert_eq!(cache.iter().map(|(k, _)| *k).collect::<Vec<_>>(), before);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   DESIGN.md §2 measured 0.6 s for 3,072 literal impls against 4.6 s for the same via const
 //!   arithmetic in a macro.
 //! - `chain.rs`: the `TensorCollection` and `Flow` impls of `Chain` for tuples of 1 to `MAX_CHAIN` layers (`src/chain.rs`).
+//! - with feature `cuda`: PTX of dfdx's run-time kernels (`src/nn/dfdx_kernels/README.md`),
+//!   compiled with `nvcc` for `sm_$CUDA_COMPUTE_CAP` (else the compute capability that
+//!   `nvidia-smi` reports), as dfdx compiles its own kernels.
 use std::fmt::Write;
 
 /// Largest size that can be halved (even sizes only).
@@ -25,6 +28,76 @@ fn main() {
     std::fs::write(out.join("dims.rs"), dims()).unwrap();
     std::fs::write(out.join("chain.rs"), chains()).unwrap();
     println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        dfdx_kernels_ptx(&out);
+    }
+}
+
+/// The kernels of `src/nn/dfdx_kernels/` as `OUT_DIR/dfdx_kernels/{name}_{float,double}.ptx`.
+fn dfdx_kernels_ptx(out: &std::path::Path) {
+    const KERNELS: [&str; 5] = [
+        "reshape_fwd",
+        "reshape_bwd",
+        "concat_along",
+        "concat_bwd",
+        "stack_bwd",
+    ];
+    let src = std::path::Path::new("src/nn/dfdx_kernels");
+    let dir = out.join("dfdx_kernels");
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| {
+        let out = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=compute_cap", "--format=csv,noheader"])
+            .output()
+            .expect("feature `cuda`: set CUDA_COMPUTE_CAP (e.g. 90) or put `nvidia-smi` on PATH");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .replace('.', "")
+    });
+    let cap = cap.trim();
+    assert!(
+        !cap.is_empty() && cap.chars().all(|c| c.is_ascii_digit()),
+        "feature `cuda`: no compute capability (CUDA_COMPUTE_CAP={cap:?}); set CUDA_COMPUTE_CAP, e.g. 90"
+    );
+    for header in ["cuda_utils.cuh", "compatibility.cuh"] {
+        std::fs::copy(src.join(header), dir.join(header)).unwrap();
+    }
+    let mut children = Vec::new();
+    for kernel in KERNELS {
+        let template = std::fs::read_to_string(src.join(format!("{kernel}.cu"))).unwrap();
+        for ty in ["float", "double"] {
+            let cu = dir.join(format!("{kernel}_{ty}.cu"));
+            // dfdx substitutes `$Ty` (concat, stack) or `$T` (reshape).
+            std::fs::write(&cu, template.replace("$Ty", ty).replace("$T", ty)).unwrap();
+            let child = std::process::Command::new("nvcc")
+                .arg(format!("--gpu-architecture=sm_{cap}"))
+                .arg("--ptx")
+                .arg("-o")
+                .arg(cu.with_extension("ptx"))
+                .arg("-I")
+                .arg(&dir)
+                .arg(&cu)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("feature `cuda`: `nvcc` did not start; put the CUDA toolkit's bin on PATH");
+            children.push((cu, child));
+        }
+    }
+    for (cu, child) in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nvcc failed on {}:\n{}{}",
+            cu.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 fn dims() -> String {

@@ -109,6 +109,26 @@ impl OpenDevice for Cpu {
     }
 }
 
+/// Loads the kernels that dfdx 0.13 would otherwise compile with NVRTC at run time (`reshape` of
+/// a non-contiguous tensor, `concat_along`, `concat`, `stack`), built into this library by
+/// `nvcc` at build time. [`OpenDevice::open`] does it; call it yourself on a `Cuda` you build.
+///
+/// Without it, dfdx runs NVRTC on first use, which needs the CUDA headers at the absolute paths
+/// of the build machine, and an NVRTC newer than the driver (CUDA 13.2 libraries, e.g. from a
+/// PyTorch install, with a CUDA 13.0 driver) writes PTX that the driver refuses.
+///
+/// ```no_run
+/// # #[cfg(feature = "cuda")] {
+/// let dev = dfdx::tensor::Cuda::seed_from_u64(0);
+/// dfdx_flows::device::prepare_cuda(&dev).unwrap();
+/// # }
+/// ```
+#[cfg(feature = "cuda")]
+pub fn prepare_cuda(dev: &Cuda) -> Result<(), DeviceError> {
+    crate::nn::dfdx_kernels::preload(dev)
+        .map_err(|e| DeviceError::Unavailable(format!("loading dfdx's kernels: {e}")))
+}
+
 #[cfg(feature = "cuda")]
 impl OpenDevice for Cuda {
     const NAME: &'static str = "cuda";
@@ -129,6 +149,7 @@ impl OpenDevice for Cuda {
             Cuda::try_seed_from_u64(seed).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
         dev.try_enable_cache()
             .map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+        prepare_cuda(&dev)?;
         Ok(dev)
     }
 }

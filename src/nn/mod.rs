@@ -6,6 +6,7 @@ pub mod conv;
 mod conv_compose;
 #[cfg(feature = "cuda")]
 mod conv_cuda;
+pub(crate) mod dfdx_kernels;
 pub mod fused;
 mod fused_net;
 pub mod gated;

@@ -262,91 +262,174 @@ fn per_call<D: Synchronize>(
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
+/// Runs `f`, turning a panic (dfdx unwraps some CUDA errors) into an error, so that one failing
+/// part does not cost the results of the others in a one-shot GPU run.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(format!("panicked: {msg}"))
+        }
+    }
+}
+
+/// JSON lines, each written (and flushed) as soon as it is known: a run stopped by a timeout
+/// keeps what it measured.
+struct Sink(Option<std::fs::File>);
+
+impl Sink {
+    fn create(path: Option<&std::path::Path>) -> Result<Self, String> {
+        path.map(|p| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display())))
+            .transpose()
+            .map(Sink)
+    }
+
+    fn emit(&mut self, value: &impl serde::Serialize) -> Result<(), String> {
+        use std::io::Write;
+        if let Some(file) = &mut self.0 {
+            let line = serde_json::to_string(value).expect("serializable");
+            writeln!(file, "{line}")
+                .and_then(|()| file.flush())
+                .map_err(|e| format!("writing the JSON lines: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// The building blocks of a training step on `D` (see the program's documentation), at the
-/// simple flow's sizes: 28×28 images, 32 hidden channels, `args.probe_batch` images.
-fn probe<D: CliDevice + Synchronize + Cache>(args: &Args) -> Result<Vec<ProbeLine>, String> {
-    let dev = D::open(0).map_err(|e| e.to_string())?;
-    let err = |what: &'static str| move |e: D::Err| format!("probe: {what}: {e:?}");
+/// simple flow's sizes: 28×28 images, 32 hidden channels, `args.probe_batch` images. Each part
+/// is reported as it finishes; a failing part is reported and the others still run. Returns
+/// whether all ran.
+fn probe<D: CliDevice + Synchronize + Cache>(args: &Args, sink: &mut Sink) -> bool {
+    let dev = match D::open(0) {
+        Ok(dev) => dev,
+        Err(e) => {
+            eprintln!("error: probe: {e}");
+            return false;
+        }
+    };
+    let dbg = |e: D::Err| format!("{e:?}");
     let n = args.probe_batch;
-    let mut lines = Vec::new();
-    let mut line = |probe: &str, seconds: f64| {
+    let mut ok = true;
+    let mut record = |probe: &str, result: Result<f64, String>| match result.and_then(|seconds| {
         println!("probe {probe:<52} {:>12.1} us", seconds * 1e6);
-        lines.push(ProbeLine {
+        sink.emit(&ProbeLine {
             probe: probe.to_string(),
             device: D::NAME.to_string(),
             seconds,
-        });
+        })
+    }) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("error: probe {probe}: {e}");
+            ok = false;
+        }
     };
 
     // Launch: ops on one element, so only the per-op cost of dfdx and the driver is left.
-    let one: Tensor<(usize,), f32, D> = dev.try_ones_like(&(1,)).map_err(err("alloc"))?;
-    let t = per_call(&dev, 1000, || one.clone().try_add(1.0).map(drop)).map_err(err("add"))?;
-    line("unary op on 1 element (launch cost)", t);
-    let t =
-        per_call(&dev, 1000, || one.clone().try_add(one.clone()).map(drop)).map_err(err("add"))?;
-    line("binary op on 1 element (launch cost)", t);
+    let one: Tensor<(usize,), f32, D> = dev.ones_like(&(1,));
+    record(
+        "unary op on 1 element (launch cost)",
+        guarded(|| per_call(&dev, 1000, || one.clone().try_add(1.0).map(drop)).map_err(dbg)),
+    );
+    record(
+        "binary op on 1 element (launch cost)",
+        guarded(|| {
+            per_call(&dev, 1000, || one.clone().try_add(one.clone()).map(drop)).map_err(dbg)
+        }),
+    );
 
     // Elementwise: the same add on 4 axes and on one.
     let shape = (n, 64usize, 28usize, 28usize);
     let a: Tensor<_, f32, D> = dev.sample_normal_like(&shape);
     let b: Tensor<_, f32, D> = dev.sample_normal_like(&shape);
-    let t = per_call(&dev, 20, || a.clone().try_add(b.clone()).map(drop)).map_err(err("add"))?;
-    line(&format!("add ({n}, 64, 28, 28) as 4 axes"), t);
-    let flat = (n * 64 * 28 * 28,);
-    let (af, bf) = (
-        a.clone().try_reshape_like(&flat).map_err(err("reshape"))?,
-        b.clone().try_reshape_like(&flat).map_err(err("reshape"))?,
+    record(
+        &format!("add ({n}, 64, 28, 28) as 4 axes"),
+        guarded(|| per_call(&dev, 20, || a.clone().try_add(b.clone()).map(drop)).map_err(dbg)),
     );
-    let t = per_call(&dev, 20, || af.clone().try_add(bf.clone()).map(drop)).map_err(err("add"))?;
-    line(&format!("add ({n}, 64, 28, 28) as 1 axis"), t);
-    let t = per_call(&dev, 20, || a.clone().try_exp().map(drop)).map_err(err("exp"))?;
-    line(&format!("exp ({n}, 64, 28, 28) (unary)"), t);
+    let flat = (n * 64 * 28 * 28,);
+    record(
+        &format!("add ({n}, 64, 28, 28) as 1 axis"),
+        guarded(|| {
+            let af = a.clone().try_reshape_like(&flat).map_err(dbg)?;
+            let bf = b.clone().try_reshape_like(&flat).map_err(dbg)?;
+            per_call(&dev, 20, || af.clone().try_add(bf.clone()).map(drop)).map_err(dbg)
+        }),
+    );
+    record(
+        &format!("exp ({n}, 64, 28, 28) (unary)"),
+        guarded(|| per_call(&dev, 20, || a.clone().try_exp().map(drop)).map_err(dbg)),
+    );
 
     // The 3x3 convolution 64 -> 32 channels at 28x28, and the matrix product inside it.
     let w: Tensor<(usize, usize, Const<3>, Const<3>), f32, D> =
         dev.sample_normal_like(&(32, 64, Const, Const));
-    let bias: Tensor<(usize,), f32, D> = dev.try_zeros_like(&(32,)).map_err(err("alloc"))?;
-    let t = per_call(&dev, 10, || {
-        D::try_conv2d_same(a.clone(), &w, &bias).map(drop)
-    })
-    .map_err(err("conv"))?;
-    line("conv 3x3 64->32 at 28x28, forward", t);
-    let t = per_call(&dev, 5, || {
-        let y = D::try_conv2d_same(a.leaky_trace(), &w, &bias)?;
-        y.try_sum()?.backward();
-        Ok(())
-    })
-    .map_err(err("conv"))?;
-    line("conv 3x3 64->32 at 28x28, forward + backward", t);
+    let bias: Tensor<(usize,), f32, D> = dev.zeros_like(&(32,));
+    record(
+        "conv 3x3 64->32 at 28x28, forward",
+        guarded(|| {
+            per_call(&dev, 10, || {
+                D::try_conv2d_same(a.clone(), &w, &bias).map(drop)
+            })
+            .map_err(dbg)
+        }),
+    );
+    record(
+        "conv 3x3 64->32 at 28x28, forward + backward",
+        guarded(|| {
+            per_call(&dev, 5, || {
+                let y = D::try_conv2d_same(a.leaky_trace(), &w, &bias)?;
+                y.try_sum()?.backward();
+                Ok(())
+            })
+            .map_err(dbg)
+        }),
+    );
     let cols: Tensor<(usize, usize), f32, D> = dev.sample_normal_like(&(n * 28 * 28, 9 * 64));
     let wm: Tensor<(usize, usize), f32, D> = dev.sample_normal_like(&(9 * 64, 32));
-    let t = per_call(&dev, 10, || cols.clone().try_matmul(wm.clone()).map(drop))
-        .map_err(err("matmul"))?;
-    line("  its matrix product alone (pixels x 576) @ (576 x 32)", t);
+    record(
+        "  its matrix product alone (pixels x 576) @ (576 x 32)",
+        guarded(|| {
+            per_call(&dev, 10, || cols.clone().try_matmul(wm.clone()).map(drop)).map_err(dbg)
+        }),
+    );
 
     // The gated ResNet's elementwise ops at 32 hidden channels.
     let x: Tensor<(usize, usize, usize, usize), f32, D> = dev.sample_normal_like(&(n, 32, 28, 28));
-    let t = per_call(&dev, 10, || D::try_concat_elu(x.clone(), 64usize).map(drop))
-        .map_err(err("concat elu"))?;
-    line("concat ELU 32->64 at 28x28, forward", t);
-    let t = per_call(&dev, 5, || {
-        let y = D::try_concat_elu(x.leaky_trace(), 64usize)?;
-        y.try_sum()?.backward();
-        Ok(())
-    })
-    .map_err(err("concat elu"))?;
-    line("concat ELU 32->64 at 28x28, forward + backward", t);
-    let gamma: Tensor<(Const<1>, usize, Const<1>, Const<1>), f32, D> = dev
-        .try_ones_like(&(Const, 32, Const, Const))
-        .map_err(err("alloc"))?;
-    let beta = dev
-        .try_zeros_like(&(Const::<1>, 32usize, Const::<1>, Const::<1>))
-        .map_err(err("alloc"))?;
-    let t = per_call(&dev, 10, || {
-        D::try_layer_norm_channels(x.clone(), &gamma, &beta, 1e-5).map(drop)
-    })
-    .map_err(err("layer norm"))?;
-    line("layer norm over 32 channels at 28x28, forward", t);
+    record(
+        "concat ELU 32->64 at 28x28, forward",
+        guarded(|| {
+            per_call(&dev, 10, || D::try_concat_elu(x.clone(), 64usize).map(drop)).map_err(dbg)
+        }),
+    );
+    record(
+        "concat ELU 32->64 at 28x28, forward + backward",
+        guarded(|| {
+            per_call(&dev, 5, || {
+                let y = D::try_concat_elu(x.leaky_trace(), 64usize)?;
+                y.try_sum()?.backward();
+                Ok(())
+            })
+            .map_err(dbg)
+        }),
+    );
+    let gamma: Tensor<(Const<1>, usize, Const<1>, Const<1>), f32, D> =
+        dev.ones_like(&(Const, 32, Const, Const));
+    let beta = dev.zeros_like(&(Const::<1>, 32usize, Const::<1>, Const::<1>));
+    record(
+        "layer norm over 32 channels at 28x28, forward",
+        guarded(|| {
+            per_call(&dev, 10, || {
+                D::try_layer_norm_channels(x.clone(), &gamma, &beta, 1e-5).map(drop)
+            })
+            .map_err(dbg)
+        }),
+    );
 
     // A multi-scale training step with the allocation cache off, then on.
     let steps_args = Args {
@@ -354,20 +437,21 @@ fn probe<D: CliDevice + Synchronize + Cache>(args: &Args) -> Result<Vec<ProbeLin
         ..args.clone()
     };
     for (label, on) in [("off", false), ("on", true)] {
-        if on {
-            dev.try_enable_cache().map_err(err("cache"))?;
-        } else {
-            dev.try_disable_cache().map_err(err("cache"))?;
-        }
-        let mut model = Multiscale::build(&dev).map_err(|e| format!("{e:?}"))?;
-        let (seconds, _) =
-            time_training::<Multiscale, D>("multiscale", &dev, &mut model, &steps_args)?;
-        line(
+        record(
             &format!("multiscale training step, allocation cache {label}"),
-            seconds,
+            guarded(|| {
+                if on {
+                    dev.try_enable_cache().map_err(dbg)?;
+                } else {
+                    dev.try_disable_cache().map_err(dbg)?;
+                }
+                let mut model = Multiscale::build(&dev).map_err(|e| format!("{e:?}"))?;
+                time_training::<Multiscale, D>("multiscale", &dev, &mut model, &steps_args)
+                    .map(|(seconds, _)| seconds)
+            }),
         );
     }
-    Ok(lines)
+    ok
 }
 
 fn check_on<D: CliDevice + Synchronize>(name: &str, args: &Args) -> Result<Report, String> {
@@ -393,6 +477,13 @@ fn main() -> ExitCode {
     } else {
         args.models.clone()
     };
+    let mut sink = match Sink::create(args.json.as_deref()) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "{:<11} {:>7} {:>13} {:>11} {:>11} {:>9} {:>10} {:>10} {:>10}",
         "model",
@@ -406,65 +497,46 @@ fn main() -> ExitCode {
         "mem [GB]"
     );
     let mut ok = true;
-    let mut lines = Vec::new();
     for name in &models {
-        let report = match device {
+        let report = guarded(|| match device {
             Resolved::Cpu => check_on::<Cpu>(name, &args),
             #[cfg(feature = "cuda")]
             Resolved::Cuda => check_on::<Cuda>(name, &args),
             #[cfg(not(feature = "cuda"))]
             Resolved::Cuda => unreachable!("resolve() refuses CUDA without the feature"),
-        };
-        match report {
-            Ok(r) => {
-                println!(
-                    "{:<11} {:>7} {:>13.3e} {:>11.4} {:>11.4} {:>9.1} {:>10.4} {:>10.4} {:>10}{}",
-                    r.model,
-                    r.device,
-                    r.max_rel_diff_log_px,
-                    r.train_step_seconds,
-                    r.train_step_host_seconds,
-                    r.images_per_second,
-                    r.bpd_64_seconds,
-                    r.sample_64_seconds,
-                    r.device_memory_used_bytes
-                        .map_or("-".into(), |b| format!("{:.2}", b as f64 / 1e9)),
-                    if r.agrees { "" } else { "  DISAGREES" }
-                );
-                ok &= r.agrees;
-                lines.push(serde_json::to_string(&r).expect("serializable"));
-            }
+        });
+        match report.and_then(|r| {
+            println!(
+                "{:<11} {:>7} {:>13.3e} {:>11.4} {:>11.4} {:>9.1} {:>10.4} {:>10.4} {:>10}{}",
+                r.model,
+                r.device,
+                r.max_rel_diff_log_px,
+                r.train_step_seconds,
+                r.train_step_host_seconds,
+                r.images_per_second,
+                r.bpd_64_seconds,
+                r.sample_64_seconds,
+                r.device_memory_used_bytes
+                    .map_or("-".into(), |b| format!("{:.2}", b as f64 / 1e9)),
+                if r.agrees { "" } else { "  DISAGREES" }
+            );
+            sink.emit(&r).map(|()| r.agrees)
+        }) {
+            Ok(agrees) => ok &= agrees,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {name}: {e}");
                 ok = false;
             }
         }
     }
     if args.probe {
-        let probed = match device {
-            Resolved::Cpu => probe::<Cpu>(&args),
+        ok &= match device {
+            Resolved::Cpu => probe::<Cpu>(&args, &mut sink),
             #[cfg(feature = "cuda")]
-            Resolved::Cuda => probe::<Cuda>(&args),
+            Resolved::Cuda => probe::<Cuda>(&args, &mut sink),
             #[cfg(not(feature = "cuda"))]
             Resolved::Cuda => unreachable!("resolve() refuses CUDA without the feature"),
         };
-        match probed {
-            Ok(probe_lines) => lines.extend(
-                probe_lines
-                    .iter()
-                    .map(|l| serde_json::to_string(l).expect("serializable")),
-            ),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ok = false;
-            }
-        }
-    }
-    if let Some(path) = &args.json {
-        if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
-            eprintln!("error: {}: {e}", path.display());
-            ok = false;
-        }
     }
     if ok {
         ExitCode::SUCCESS

@@ -164,3 +164,9 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
         });
     }
 }
+
+/// Elements per image of a batched shape `(batch, …)`: the product of every axis but the first
+/// (unlike `num_elements() / batch`, defined for an empty batch).
+pub(crate) fn per_image<S: Shape>(shape: &S) -> usize {
+    shape.concrete().into_iter().skip(1).product()
+}

@@ -95,10 +95,13 @@ impl<F> ImageFlow<F> {
     where
         F: Flow<E, D>,
     {
-        let ldj = x
-            .device()
-            .try_zeros_like(&(x.shape().concrete()[0],))?
-            .retaped::<T>();
+        let batch = x.shape().concrete()[0];
+        let ldj = x.device().try_zeros_like(&(batch,))?.retaped::<T>();
+        if batch == 0 {
+            // Nothing to transform; dfdx's CPU permute (squeeze) fails on empty tensors.
+            let z = x.try_reshape_like(&F::Out::with_batch(0))?;
+            return Ok((z, ldj));
+        }
         self.flows.try_forward(x, ldj, ctx)
     }
 
@@ -119,12 +122,12 @@ impl<F> ImageFlow<F> {
             shape.concrete()[0],
             Const::<1>,
             Const::<1>,
-            shape.num_elements() / shape.concrete()[0],
+            crate::flow::per_image(&shape),
         ))?;
         ldj.try_add(standard_normal_log_prob(z)?)
     }
 
-    /// Mean bits per dimension of the batch: the training loss.
+    /// Mean bits per dimension of the batch: the training loss (NaN for an empty batch).
     pub fn bpd<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
         &self,
         x: Tensor<F::In, E, D, T>,
@@ -133,6 +136,12 @@ impl<F> ImageFlow<F> {
     where
         F: Flow<E, D>,
     {
+        if x.shape().concrete()[0] == 0 {
+            // The mean over no images is NaN (as in PyTorch); dfdx's mean divides by zero.
+            let (x, tape) = x.split_tape();
+            let nan = x.device().try_ones_like(&())?.try_mul(E::nan())?;
+            return Ok(nan.put_tape(tape));
+        }
         let scale = -LOG2_E / F::In::NUMEL as f64;
         self.log_likelihood(x, ctx)?
             .try_mul(E::from_f64(scale).unwrap())?
@@ -148,6 +157,10 @@ impl<F> ImageFlow<F> {
     where
         F: Flow<E, D>,
     {
+        if x.shape().concrete()[0] == 0 {
+            // dfdx 0.13's `as_vec` fails on an empty tensor.
+            return Ok(Vec::new());
+        }
         let m = self.import_samples.max(1);
         let mut samples: Vec<Vec<f64>> = Vec::with_capacity(m);
         for _ in 0..m {
@@ -189,6 +202,10 @@ impl<F> ImageFlow<F> {
             None => standard_normal(dev, &F::Out::with_batch(n))?
                 .try_mul(E::from_f64(ctx.temperature).unwrap())?,
         };
+        if z.shape().concrete()[0] == 0 {
+            // As in `encode`: no images, nothing to transform.
+            return z.try_reshape_like(&F::In::with_batch(0));
+        }
         self.flows.try_inverse(z, ctx)
     }
 

@@ -94,6 +94,8 @@ pub enum TrainError {
     Interrupted(PathBuf),
     /// The device reported an error.
     Device(String),
+    /// The data cannot be trained on as configured (no full batch, no validation image).
+    Data(String),
 }
 
 impl std::fmt::Display for TrainError {
@@ -121,6 +123,7 @@ impl std::fmt::Display for TrainError {
                 p.display()
             ),
             Self::Device(e) => write!(f, "device error: {e}"),
+            Self::Data(e) => write!(f, "{e}"),
         }
     }
 }
@@ -221,12 +224,21 @@ where
     let numel = F::In::NUMEL;
     let n_train = (train.len() / numel).min(config.max_train.unwrap_or(usize::MAX));
     let val = &val[..(val.len() / numel).min(config.max_val.unwrap_or(usize::MAX)) * numel];
-    let steps_per_epoch = n_train / config.batch_size;
-    assert!(
-        steps_per_epoch > 0,
-        "fewer training images ({n_train}) than one batch ({})",
-        config.batch_size
-    );
+    let steps_per_epoch = n_train / config.batch_size.max(1);
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Data(format!(
+            "fewer training images ({n_train}) than one batch ({}): train on more images or \
+             with smaller batches",
+            config.batch_size
+        )));
+    }
+    if val.is_empty() {
+        return Err(TrainError::Data(
+            "no validation images: the validation bpd of each epoch picks the best checkpoint; \
+             give at least one"
+                .into(),
+        ));
+    }
     let ckpt_root = run.checkpoints();
     std::fs::create_dir_all(run.0.join("samples"))
         .map_err(|e| TrainError::Io(run.0.clone(), e.to_string()))?;

@@ -173,3 +173,52 @@ fn a_checkpoint_of_another_architecture_names_the_first_mismatch() {
         "{err}"
     );
 }
+
+#[test]
+fn too_few_images_are_an_error_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, mut model) = fresh();
+    let dir = RunDir(tmp.path().join("run"));
+    let flag = || Arc::new(AtomicBool::new(false));
+    // 8 training images, batches of 16.
+    let err = train(
+        &mut model,
+        "tiny",
+        &dev,
+        &data(8, 0),
+        &data(16, 7),
+        &config(1),
+        &dir,
+        false,
+        flag(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::Data(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("fewer training images (8) than one batch (16)"),
+        "{err}"
+    );
+    // No validation image.
+    let cfg = TrainConfig {
+        max_val: Some(0),
+        ..config(1)
+    };
+    let err = train(
+        &mut model,
+        "tiny",
+        &dev,
+        &data(64, 0),
+        &data(16, 7),
+        &cfg,
+        &dir,
+        false,
+        flag(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no validation images"), "{err}");
+    assert!(
+        !dir.0.exists(),
+        "nothing may be written for a run that cannot start"
+    );
+}

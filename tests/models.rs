@@ -411,3 +411,25 @@ fn two_hundred_adam_steps_lower_the_bpd() {
 fn training_is_deterministic_with_a_seed() {
     assert_eq!(train(5, 9), train(5, 9));
 }
+
+/// An empty batch is a valid (if useless) input: no division by the batch size anywhere.
+#[test]
+fn an_empty_batch_gives_empty_results() {
+    let dev = Cpu::seed_from_u64(9);
+    let simple = simple_flow::<f64, _>(&dev).unwrap();
+    let vardeq = vardeq_flow::<f64, _>(&dev).unwrap();
+    let multiscale = multiscale_flow::<f64, _>(&dev).unwrap();
+    let empty = || dev.zeros_like(&Img::<1, 28, 28>::with_batch(0));
+    let ctx = &mut FlowCtx::default();
+    assert_eq!(simple.log_likelihood(empty(), ctx).unwrap().shape().0, 0);
+    assert_eq!(vardeq.log_likelihood(empty(), ctx).unwrap().shape().0, 0);
+    assert_eq!(
+        multiscale.log_likelihood(empty(), ctx).unwrap().shape().0,
+        0
+    );
+    let samples = multiscale.sample(&dev, 0, None, ctx).unwrap();
+    assert_eq!(samples.shape().concrete(), [0, 1, 28, 28]);
+    assert!(multiscale.importance_bpd(&empty()).unwrap().is_empty());
+    // The mean over no images, as in PyTorch.
+    assert!(multiscale.bpd(empty(), ctx).unwrap().array().is_nan());
+}

@@ -65,7 +65,7 @@ pub(crate) fn logit_with_ldj<
     ldj: Ldj<E, D, T>,
     alpha: f64,
 ) -> Result<(Tensor<(usize, C, H, W), E, D, T>, Ldj<E, D, T>), D::Err> {
-    let numel = v.shape().num_elements() / v.shape().concrete()[0];
+    let numel = crate::flow::per_image(v.shape());
     let v = v
         .try_mul(cst::<E>(1.0 - alpha))?
         .try_add(cst::<E>(0.5 * alpha))?;
@@ -95,7 +95,7 @@ pub(crate) fn sigmoid_with_ldj<
     ldj: Ldj<E, D, T>,
     alpha: f64,
 ) -> Result<(Tensor<(usize, C, H, W), E, D, T>, Ldj<E, D, T>), D::Err> {
-    let numel = z.shape().num_elements() / z.shape().concrete()[0];
+    let numel = crate::flow::per_image(z.shape());
     // log σ'(z) = −z − 2 softplus(−z), with softplus(y) = relu(y) + ln(1 + e^{−|y|}) (stable).
     let neg = z.retaped::<T>().try_negate()?;
     let softplus = neg.retaped::<T>().try_relu()?.try_add(

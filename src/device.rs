@@ -134,7 +134,8 @@ impl OpenDevice for Cuda {
     const NAME: &'static str = "cuda";
 
     /// The first GPU, after checking that the driver answers (dfdx would panic otherwise),
-    /// with dfdx's allocation cache on.
+    /// with dfdx's allocation cache on and dfdx's run-time kernels loaded ([`prepare_cuda`];
+    /// if that fails, a warning, and dfdx compiles them itself when first used).
     ///
     /// Without the cache every op's output is a `cuMemAllocAsync` from CUDA's stream-ordered
     /// pool, and that pool (release threshold 0, the default) hands its free memory back to the
@@ -149,7 +150,10 @@ impl OpenDevice for Cuda {
             Cuda::try_seed_from_u64(seed).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
         dev.try_enable_cache()
             .map_err(|e| DeviceError::Unavailable(e.to_string()))?;
-        prepare_cuda(&dev)?;
+        if let Err(e) = prepare_cuda(&dev) {
+            // Not fatal: dfdx compiles them itself when first used (and may succeed).
+            eprintln!("warning: {e}; dfdx will compile them with NVRTC when first used");
+        }
         Ok(dev)
     }
 }

@@ -41,14 +41,12 @@ fn cached_im2col_index(
     w: usize,
     k: usize,
 ) -> Result<Tensor<(usize,), usize, Cuda>, CudaError> {
-    // dfdx keeps its CudaDevice private; a buffer it allocates tells which device and stream.
-    let probe: <Cuda as Storage<u8>>::Vec = dev.try_alloc_len(1)?;
+    let cuda = crate::device::driver_device(dev)?;
     let key = IndexKey {
-        ordinal: probe.device().ordinal(),
-        stream: *probe.device().cu_stream() as usize,
+        ordinal: cuda.ordinal(),
+        stream: *cuda.cu_stream() as usize,
         dims: (batch, h, w, k),
     };
-    drop(probe);
     INDICES.with_borrow_mut(|cache| {
         recently_used(cache, key, CACHED_INDICES, || {
             im2col_index(dev, batch, h, w, k)

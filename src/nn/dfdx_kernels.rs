@@ -52,9 +52,7 @@ mod preload {
 
     /// Loads every module of [`MODULES`] that `dev` has not loaded yet.
     pub(crate) fn preload(dev: &Cuda) -> Result<(), CudaError> {
-        // dfdx keeps its CudaDevice private; a buffer it allocates leads to it.
-        let probe: <Cuda as Storage<u8>>::Vec = dev.try_alloc_len(1)?;
-        let cuda = probe.device();
+        let cuda = crate::device::driver_device(dev)?;
         for ((module, functions, _), ptx) in MODULES.into_iter().zip(PTX) {
             if !cuda.has_func(module, functions[0]) {
                 cuda.load_ptx(Ptx::from_src(ptx), module, functions)?;

@@ -17,8 +17,16 @@ fn mean(pixels: impl Iterator<Item = u8>) -> f64 {
     sum as f64 / n.max(1) as f64
 }
 
+/// Load MNIST (fetching missing files) and print what was found.
+#[derive(Debug, clap::Parser)]
+#[command(version, about)]
+struct Args {
+    /// MNIST directory [default: $MNIST_DIR, else data/mnist]
+    dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let arg = std::env::args_os().nth(1).map(PathBuf::from);
+    let arg = <Args as clap::Parser>::parse().dir;
     let dir = resolve_data_dir(arg.as_deref());
     println!("data directory: {}", dir.display());
     let t0 = Instant::now();

@@ -30,6 +30,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.runs.is_dir() {
+        eprintln!(
+            "error: {} is not a directory (give --runs DIR, the parent of the run directories)",
+            args.runs.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let mut found: Vec<EvalResults> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for model in MODELS {
@@ -62,5 +69,10 @@ fn main() -> ExitCode {
             println!("  {m}");
         }
     }
-    ExitCode::SUCCESS
+    // No table at all is a failure (for scripts); a partial table is not.
+    if found.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

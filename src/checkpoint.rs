@@ -12,7 +12,9 @@
 //! ```
 //! A checkpoint directory is written completely and fsync'd under a temporary name, renamed into
 //! place, and only then does a pointer file move to it (itself written to a temporary file,
-//! fsync'd and renamed). Directories no pointer names are removed afterwards.
+//! fsync'd and renamed). Directories no pointer names are removed afterwards. A directory is
+//! never overwritten: a second checkpoint at the same step (the end of an epoch whose last step
+//! was interrupted) goes to `step-00001170.1`, so the pointers always name a complete one.
 use crate::optim::{Adam, AdamSlot};
 use crate::params::{tensor_entries, TensorEntry};
 use crate::{FlowDevice, FlowDtype};
@@ -47,6 +49,25 @@ pub struct CheckpointMeta {
     pub config: serde_json::Value,
     /// Every tensor of the model with its shape.
     pub tensors: Vec<TensorEntry>,
+    /// Running totals of the incomplete epoch (zero at an epoch boundary), so that an epoch
+    /// resumed mid-way reports the same training bpd as an uninterrupted one.
+    #[serde(default)]
+    pub epoch_progress: EpochProgress,
+}
+
+/// Totals of the steps done so far in an incomplete epoch.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EpochProgress {
+    /// Sum of the training bpd of the applied steps.
+    pub bpd_sum: f64,
+    /// Steps whose update was applied.
+    pub applied: usize,
+    /// Steps skipped for a non-finite loss or gradient.
+    pub skipped: u64,
+    /// Training images seen.
+    pub images: usize,
+    /// Wall-clock seconds spent on the epoch's steps.
+    pub seconds: f64,
 }
 
 /// What went wrong with a checkpoint.
@@ -108,18 +129,26 @@ fn fsync_dir(path: &Path) {
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+/// Creates the parent directory if needed. Errors name `path`, not the temporary file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    {
-        let mut f = io(&tmp, fs::File::create(&tmp))?;
-        io(&tmp, f.write_all(bytes))?;
-        io(&tmp, f.sync_all())?;
+    let written = fs::create_dir_all(dir).and_then(|()| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    io(path, fs::rename(&tmp, path))?;
+    io(path, written)?;
     fsync_dir(dir);
     Ok(())
 }
@@ -143,9 +172,16 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
     meta: &CheckpointMeta,
 ) -> Result<PathBuf, CheckpointError> {
     io(root, fs::create_dir_all(root))?;
-    let name = format!("step-{:08}", meta.step);
+    let step = format!("step-{:08}", meta.step);
+    let name = (0..)
+        .map(|k| match k {
+            0 => step.clone(),
+            k => format!("{step}.{k}"),
+        })
+        .find(|n| !root.join(n).exists())
+        .expect("a free name");
     let final_dir = root.join(&name);
-    if !final_dir.exists() {
+    {
         let tmp_dir = root.join(format!(".{name}.tmp"));
         if tmp_dir.exists() {
             io(&tmp_dir, fs::remove_dir_all(&tmp_dir))?;
@@ -221,6 +257,23 @@ fn prune(root: &Path) {
             }
         }
     }
+}
+
+/// Whether `root` (a `checkpoints/` directory) holds a checkpoint: a `last` or `best` pointer.
+/// (A checkpoint directory no pointer names yet is the remains of a save that a kill
+/// interrupted; the next save removes it.)
+pub fn has_checkpoints(root: &Path) -> bool {
+    ["last", "best"]
+        .iter()
+        .any(|tag| root.join(format!("{tag}.json")).exists())
+}
+
+/// The sidecar of the checkpoint `tag` (`last` or `best`) under `root`.
+pub fn read_meta(root: &Path, tag: &str) -> Result<CheckpointMeta, CheckpointError> {
+    let meta_path = resolve(root, tag)?.join("meta.json");
+    let meta_bytes = io(&meta_path, fs::read(&meta_path))?;
+    serde_json::from_slice(&meta_bytes)
+        .map_err(|e| CheckpointError::Corrupt(meta_path, e.to_string()))
 }
 
 /// The directory a pointer (`last` or `best`) names, if any.
@@ -309,13 +362,10 @@ pub fn load<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
     model: &mut M,
 ) -> Result<(Adam, CheckpointMeta), CheckpointError> {
     let dir = resolve(root, tag)?;
-    let meta_path = dir.join("meta.json");
-    let meta_bytes = io(&meta_path, fs::read(&meta_path))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes)
-        .map_err(|e| CheckpointError::Corrupt(meta_path.clone(), e.to_string()))?;
+    let meta = read_meta(root, tag)?;
     if meta.model != model_name {
         return Err(CheckpointError::WrongModel {
-            path: meta_path,
+            path: dir.join("meta.json"),
             detail: format!("it holds the `{}` model, not `{model_name}`", meta.model),
         });
     }

@@ -113,8 +113,8 @@ pub struct TrainArgs {
     /// Images per batch
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
-    /// Learning rate
-    #[arg(long, default_value_t = 1e-3)]
+    /// Learning rate (a positive number)
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f64,
     /// Seed of shuffling and dequantization noise
     #[arg(long, default_value_t = 42)]
@@ -145,8 +145,8 @@ pub struct SampleArgs {
     /// Seed of the prior draws
     #[arg(long, default_value_t = 44)]
     pub seed: u64,
-    /// Standard deviation of the prior (Glow's temperature)
-    #[arg(long, default_value_t = 1.0)]
+    /// Standard deviation of the prior (Glow's temperature; 0 or more)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f64,
 }
 
@@ -165,7 +165,8 @@ pub struct EvalArgs {
     /// Evaluate on the first N images of each split only
     #[arg(long)]
     pub max_images: Option<usize>,
-    /// Where to write the results [default: results.json beside the checkpoints]
+    /// Where to write the results [default: results.json in the run directory, else beside
+    /// the weights file]
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -330,12 +331,22 @@ where
         None => {
             let mut args = TrainArgs::default();
             let out = PathBuf::from("runs").join(name);
-            // The main job picks up where an earlier (interrupted) run of it stopped.
-            if checkpoint::resolve(&RunDir(out.clone()).checkpoints(), "last").is_ok() {
-                eprintln!("found a checkpoint in {}: resuming", out.display());
-                args.resume = true;
+            // The main job picks up where an earlier (interrupted) run of it stopped. A pointer
+            // that cannot be read is an error, not a reason to start afresh over the run.
+            match checkpoint::resolve(&RunDir(out.clone()).checkpoints(), "last") {
+                Ok(_) => {
+                    eprintln!("found a checkpoint in {}: resuming", out.display());
+                    args.resume = true;
+                }
+                Err(checkpoint::CheckpointError::Missing(_)) => {}
+                Err(e) => {
+                    return Err(failed(format!(
+                        "{e}; the main job resumes {}: repair or move it",
+                        out.display()
+                    )))
+                }
             }
-            cmd_train(name, build, &args)?;
+            cmd_train(name, build, &args, "run the same command again")?;
             let samples = out.join("samples.png");
             cmd_sample(
                 name,
@@ -349,7 +360,9 @@ where
                 },
             )
         }
-        Some(Command::Train(args)) => cmd_train(name, build, &args),
+        Some(Command::Train(args)) => {
+            cmd_train(name, build, &args, "continue with `train --resume`")
+        }
         Some(Command::Info) => {
             let dev = D::open(0)?;
             let model = build(&dev).map_err(failed)?;
@@ -360,8 +373,8 @@ where
         Some(Command::Sample(args)) => cmd_sample(name, build, &args),
         Some(Command::Eval(args)) => cmd_eval(name, build, &args),
         Some(Command::Loglik(args)) => cmd_loglik(name, build, &args),
-        Some(Command::Interpolate(args)) => cmd_interpolate(build, &args),
-        Some(Command::Latents(args)) => cmd_latents(build, &args),
+        Some(Command::Interpolate(args)) => cmd_interpolate(name, build, &args),
+        Some(Command::Latents(args)) => cmd_latents(name, build, &args),
         Some(Command::DequantHist(args)) => cmd_dequant_hist(name, build, &args),
         Some(Command::Charts(args)) => cmd_charts(&args),
     }
@@ -430,7 +443,7 @@ fn cmd_loglik<F, D: CliDevice>(
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    let (dev, model) = open_model(build, 0, &args.weights)?;
+    let (dev, model) = open_model(name, build, 0, &args.weights)?;
     let images = read_images(&args.inputs, "images")?;
     let noise = read_images(&args.inputs, "noise")?;
     if images.len() != noise.len() {
@@ -483,16 +496,24 @@ where
     Ok(())
 }
 
+/// `resume_hint` completes the Ctrl-C message: how to continue.
 fn cmd_train<F, D: CliDevice>(
     name: &str,
     build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &TrainArgs,
+    resume_hint: &str,
 ) -> Result<(), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     if args.batch_size == 0 || args.epochs == 0 {
         return Err(failed("--batch-size and --epochs must be at least 1"));
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(failed(format!(
+            "--lr must be a positive number, not {}",
+            args.lr
+        )));
     }
     let out = args
         .out
@@ -529,10 +550,10 @@ where
         );
     });
     eprintln!(
-        "training {name} ({} parameters) on {} images, {} epochs, batch {}; writing to {}",
+        "training {name} ({} parameters) on {} images, {}, batch {}; writing to {}",
         crate::cli::group_thousands(model.num_trainable_params()),
         (train_px.len() / 784).min(args.max_train.unwrap_or(usize::MAX)),
-        args.epochs,
+        plural(args.epochs, "epoch"),
         args.batch_size,
         out.display()
     );
@@ -557,20 +578,32 @@ where
                     RunDir(out).metrics().display()
                 );
             } else {
-                eprintln!("nothing to do: the run already has {} epochs", args.epochs);
+                let done = checkpoint::read_meta(&RunDir(out).checkpoints(), "last")
+                    .map_or(args.epochs, |m| m.epoch);
+                eprintln!(
+                    "nothing to do: the run already has {} (asked for {})",
+                    plural(done, "epoch"),
+                    args.epochs
+                );
             }
             Ok(())
         }
         Err(TrainError::Interrupted(dir)) => Err(CliError::Interrupted(format!(
-            "interrupted: checkpoint written to {} — continue with `train --resume`",
+            "interrupted: checkpoint written to {} — {resume_hint} to continue",
             dir.display()
         ))),
         Err(e) => Err(failed(e)),
     }
 }
 
-/// Finds the weights file for `--checkpoint P`: P/model.safetensors, or the best checkpoint
-/// under P/checkpoints or P.
+/// `n thing` or `n things`.
+fn plural(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Finds the weights file for `--checkpoint P`: P itself if a file, P/model.safetensors, or
+/// the best (else last) checkpoint under P/checkpoints or P. A pointer file that cannot be
+/// read is an error, not a missing checkpoint.
 pub fn find_weights(path: &Path) -> Result<PathBuf, CliError> {
     if path.is_file() {
         return Ok(path.to_path_buf());
@@ -580,8 +613,10 @@ pub fn find_weights(path: &Path) -> Result<PathBuf, CliError> {
     }
     for root in [path.join("checkpoints"), path.to_path_buf()] {
         for tag in ["best", "last"] {
-            if let Ok(dir) = checkpoint::resolve(&root, tag) {
-                return Ok(dir.join("model.safetensors"));
+            match checkpoint::resolve(&root, tag) {
+                Ok(dir) => return Ok(dir.join("model.safetensors")),
+                Err(checkpoint::CheckpointError::Missing(_)) => {}
+                Err(e) => return Err(failed(e)),
             }
         }
     }
@@ -593,6 +628,7 @@ pub fn find_weights(path: &Path) -> Result<PathBuf, CliError> {
 
 /// Opens the device (seeded) and builds the model on it with the weights found at `path`.
 fn open_model<F, D: CliDevice>(
+    name: &str,
     build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     seed: u64,
     path: &Path,
@@ -601,6 +637,21 @@ where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
     let weights = find_weights(path)?;
+    // A checkpoint written by `train` names its model: say that, rather than which tensor
+    // differs, when it is another one.
+    let meta_path = weights.with_file_name("meta.json");
+    if let Ok(bytes) = std::fs::read(&meta_path) {
+        if let Ok(meta) = serde_json::from_slice::<checkpoint::CheckpointMeta>(&bytes) {
+            if meta.model != name {
+                return Err(failed(format!(
+                    "{} holds the `{}` model, not `{name}`: use the `{}` example for it",
+                    weights.display(),
+                    meta.model,
+                    meta.model
+                )));
+            }
+        }
+    }
     let dev = D::open(seed)?;
     let mut model = build(&dev).map_err(failed)?;
     load_weights(&weights, &mut model).map_err(failed)?;
@@ -608,7 +659,7 @@ where
 }
 
 fn cmd_sample<F, D: CliDevice>(
-    _name: &str,
+    name: &str,
     build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &SampleArgs,
 ) -> Result<(), CliError>
@@ -618,7 +669,14 @@ where
     if args.n == 0 {
         return Err(failed("--n must be at least 1"));
     }
-    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        return Err(failed(format!(
+            "--temperature must be a number of 0 or more, not {}",
+            args.temperature
+        )));
+    }
+    check_output(&args.out)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
     let mut ctx = FlowCtx {
         temperature: args.temperature,
         ..FlowCtx::default()
@@ -639,23 +697,31 @@ where
     Ok(())
 }
 
-/// The tutorial's results table, as `eval` writes it to results.json.
+/// The tutorial's results table, as `eval` writes it to results.json (non-finite numbers as
+/// `null`, read back as NaN).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EvalResults {
     /// Model name.
     pub model: String,
     /// Validation bpd (one dequantization draw).
+    #[serde(deserialize_with = "crate::train::f64_or_nan")]
     pub val_bpd: f64,
     /// Test bpd with importance sampling.
+    #[serde(deserialize_with = "crate::train::f64_or_nan")]
     pub test_bpd: f64,
     /// Importance samples used.
     pub import_samples: usize,
-    /// Seconds to compute the bpd of a batch of 64 (one dequantization draw).
+    /// Seconds to compute the bpd of 64 images (one dequantization draw).
+    #[serde(deserialize_with = "crate::train::f64_or_nan")]
     pub inference_seconds_per_64: f64,
     /// Seconds to sample 64 images.
+    #[serde(deserialize_with = "crate::train::f64_or_nan")]
     pub sampling_seconds_per_64: f64,
     /// Trainable parameters.
     pub parameters: usize,
+    /// Evaluated on the first N images of each split only (`--max-images`); `None`: all.
+    #[serde(default)]
+    pub max_images: Option<usize>,
 }
 
 fn cmd_eval<F, D: CliDevice>(
@@ -666,8 +732,13 @@ fn cmd_eval<F, D: CliDevice>(
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    let (dev, mut model) = open_model(build, 42, &args.checkpoint)?;
-    model.import_samples = args.import_samples.max(1);
+    if args.import_samples == 0 || args.max_images == Some(0) {
+        return Err(failed(
+            "--import-samples and --max-images must be at least 1",
+        ));
+    }
+    let (dev, mut model) = open_model(name, build, 42, &args.checkpoint)?;
+    model.import_samples = args.import_samples;
     let mnist = Mnist::obtain(args.data.clone()).map_err(failed)?;
     let limit = args.max_images.unwrap_or(usize::MAX);
     let pixels = |split: Split| -> Vec<u8> {
@@ -679,7 +750,7 @@ where
     let (val, test) = (pixels(Split::Validation), pixels(Split::Test));
     let val_bpd = evaluate_bpd(&model, &dev, &val, 64, 0).map_err(failed)?;
     let mut test_sum = 0.0;
-    let mut inference = Vec::new();
+    let mut inference_seconds = 0.0;
     for chunk in test.chunks(64 * 784) {
         let x = dev.tensor_from_vec(
             chunk.iter().map(|v| *v as f32).collect(),
@@ -687,12 +758,11 @@ where
         );
         let t = Instant::now();
         let bpd = model.importance_bpd(&x).map_err(device_failed)?;
-        if chunk.len() == 64 * 784 {
-            inference.push(t.elapsed().as_secs_f64() / model.import_samples as f64);
-        }
+        inference_seconds += t.elapsed().as_secs_f64();
         test_sum += bpd.iter().sum::<f64>();
     }
-    let test_bpd = test_sum / (test.len() / 784) as f64;
+    let n_test = test.len() / 784;
+    let test_bpd = test_sum / n_test as f64;
     let t = Instant::now();
     model
         .sample(&dev, 64, None, &mut FlowCtx::default())
@@ -702,18 +772,17 @@ where
         val_bpd,
         test_bpd,
         import_samples: model.import_samples,
-        inference_seconds_per_64: inference.iter().sum::<f64>() / inference.len().max(1) as f64,
+        // Per 64 images and per dequantization draw, over the whole (possibly partial) set.
+        inference_seconds_per_64: inference_seconds / model.import_samples as f64 / n_test as f64
+            * 64.0,
         sampling_seconds_per_64: t.elapsed().as_secs_f64(),
         parameters: model.num_trainable_params(),
+        max_images: args.max_images,
     };
-    let out = args.out.clone().unwrap_or_else(|| {
-        let w = find_weights(&args.checkpoint).unwrap_or_default();
-        w.parent()
-            .and_then(|p| p.parent())
-            .and_then(|p| p.parent())
-            .unwrap_or(Path::new("."))
-            .join("results.json")
-    });
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => results_path(&find_weights(&args.checkpoint)?),
+    };
     checkpoint::write_atomic(
         &out,
         serde_json::to_string_pretty(&results)
@@ -721,20 +790,22 @@ where
             .as_bytes(),
     )
     .map_err(failed)?;
-    println!(
-        "| Model | Validation bpd | Test bpd | Inference time | Sampling time | Num parameters |"
-    );
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| {name} | {:.3} bpd | {:.3} bpd | {:.0} ms | {:.0} ms | {} |",
-        results.val_bpd,
-        results.test_bpd,
-        results.inference_seconds_per_64 * 1e3,
-        results.sampling_seconds_per_64 * 1e3,
-        group_thousands(results.parameters)
-    );
+    print!("{}", results_table(std::slice::from_ref(&results), true));
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// Where `eval` writes by default: the run directory of a checkpoint written by `train`
+/// (`RUN/checkpoints/step-N/model.safetensors` → `RUN/results.json`), else beside the weights.
+fn results_path(weights: &Path) -> PathBuf {
+    let dir = weights.parent().unwrap_or(Path::new("."));
+    match dir.parent() {
+        Some(ckpts) if ckpts.file_name().is_some_and(|n| n == "checkpoints") => ckpts
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("results.json"),
+        _ => dir.join("results.json"),
+    }
 }
 
 /// Renders a model summary as a text table (layer, input, output, parameters) followed by a
@@ -1012,6 +1083,17 @@ fn check_output(path: &Path) -> Result<(), CliError> {
             path.display()
         )));
     }
+    // Only PNG is written: refuse another extension rather than put PNG bytes in `x.jpg`.
+    if !path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        return Err(failed(format!(
+            "cannot write {}: pictures are written as PNG; give a name ending in .png",
+            path.display()
+        )));
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -1074,6 +1156,7 @@ pub fn lerp_pairs(values: &[f32], pairs: usize, steps: usize) -> Vec<f32> {
 }
 
 fn cmd_interpolate<F, D: CliDevice>(
+    name: &str,
     build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &InterpolateArgs,
 ) -> Result<(), CliError>
@@ -1090,7 +1173,7 @@ where
         ));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
     let n = 2 * args.pairs;
     let images = test_images(args.data.clone(), n)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -1133,6 +1216,7 @@ where
 }
 
 fn cmd_latents<F, D: CliDevice>(
+    name: &str,
     build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
     args: &LatentsArgs,
 ) -> Result<(), CliError>
@@ -1146,7 +1230,7 @@ where
         return Err(failed("--temperature must be a positive number"));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
     // Whether the model has split layers: encode one blank image and see what they record.
     let mut probe = FlowCtx {
         dequant_noise: Some(vec![0.5; 784]),
@@ -1206,7 +1290,7 @@ where
         return Err(failed("--images, --draws and --bins must be at least 1"));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
     let layer = model.flows.first_layer_name();
     let kind = if layer.starts_with("VariationalDequantization") {
         "Variational dequantization"
@@ -1385,7 +1469,10 @@ pub fn results_table(results: &[EvalResults], markdown: bool) -> String {
         .iter()
         .map(|r| {
             [
-                r.model.clone(),
+                match r.max_images {
+                    Some(n) => format!("{} (first {n} images)", r.model),
+                    None => r.model.clone(),
+                },
                 format!("{:.3} bpd", r.val_bpd),
                 format!("{:.3} bpd", r.test_bpd),
                 format!("{:.0} ms", r.inference_seconds_per_64 * 1e3),

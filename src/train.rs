@@ -1,7 +1,7 @@
 //! Training: the tutorial's recipe (Adam 1e-3, StepLR ×0.99 per epoch, batch 128, loss = bpd)
 //! with progress bars, per-epoch metrics, samples and atomic checkpoints, NaN guards, Ctrl-C
 //! handling and exact resume.
-use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
+use crate::checkpoint::{self, CheckpointError, CheckpointMeta, EpochProgress};
 use crate::flow::{Flow, FlowCtx, ImgShape};
 use crate::model::ImageFlow;
 use crate::optim::{Adam, UpdateOutcome};
@@ -57,20 +57,30 @@ impl Default for TrainConfig {
     }
 }
 
-/// One line of `metrics.jsonl`.
+/// Reads a number that JSON wrote as `null` (serde_json writes NaN and infinities so) as NaN.
+pub(crate) fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// One line of `metrics.jsonl`. Non-finite numbers are written as `null` and read back as NaN.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
     /// Epoch number, from 1.
     pub epoch: usize,
     /// Learning rate used during the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub lr: f64,
-    /// Mean training bpd over the epoch's applied steps.
+    /// Mean training bpd over the epoch's applied steps (NaN if every step was skipped).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub train_bpd: f64,
     /// Validation bpd (one fixed dequantization draw).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_bpd: f64,
     /// Wall-clock seconds of the epoch (training and validation).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub seconds: f64,
     /// Training images per second.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub images_per_sec: f64,
     /// Steps skipped in the epoch for non-finite loss or gradients.
     pub skipped_steps: u64,
@@ -94,8 +104,12 @@ pub enum TrainError {
     Interrupted(PathBuf),
     /// The device reported an error.
     Device(String),
-    /// The data cannot be trained on as configured (no full batch, no validation image).
+    /// The data or the configuration cannot be trained on (no full batch, no validation image,
+    /// a learning rate that is not a positive number, a resume with another batch order).
     Data(String),
+    /// The run directory already holds checkpoints and `resume` was not asked for: training
+    /// afresh would delete them.
+    RunExists(PathBuf),
 }
 
 impl std::fmt::Display for TrainError {
@@ -124,6 +138,12 @@ impl std::fmt::Display for TrainError {
             ),
             Self::Device(e) => write!(f, "device error: {e}"),
             Self::Data(e) => write!(f, "{e}"),
+            Self::RunExists(p) => write!(
+                f,
+                "{} already holds a training run (checkpoints/): continue it with `train \
+                 --resume`, or train into another directory (`--out`), or delete it first",
+                p.display()
+            ),
         }
     }
 }
@@ -221,6 +241,7 @@ where
     D: FlowDevice<E>,
     F: Flow<E, D>,
 {
+    check_config(config)?;
     let numel = F::In::NUMEL;
     let n_train = (train.len() / numel).min(config.max_train.unwrap_or(usize::MAX));
     let val = &val[..(val.len() / numel).min(config.max_val.unwrap_or(usize::MAX)) * numel];
@@ -240,6 +261,9 @@ where
         ));
     }
     let ckpt_root = run.checkpoints();
+    if !resume && checkpoint::has_checkpoints(&ckpt_root) {
+        return Err(TrainError::RunExists(run.0.clone()));
+    }
     std::fs::create_dir_all(run.0.join("samples"))
         .map_err(|e| TrainError::Io(run.0.clone(), e.to_string()))?;
 
@@ -255,10 +279,14 @@ where
         skipped_steps: 0,
         config: serde_json::to_value(config).expect("serializable"),
         tensors: tensor_entries(model),
+        epoch_progress: EpochProgress::default(),
     };
     let mut last_checkpoint = None;
     if resume {
         let (a, m) = checkpoint::load(&ckpt_root, "last", model_name, model)?;
+        if m.epoch_step > 0 {
+            check_same_batches(&m.config, config)?;
+        }
         adam = a;
         meta = CheckpointMeta {
             config: meta.config,
@@ -301,8 +329,16 @@ where
         bar.set_prefix(epoch.to_string());
         bar.set_position(meta.epoch_step as u64);
         let started = Instant::now();
-        let (mut bpd_sum, mut applied, mut skipped) = (0.0, 0usize, 0u64);
-        let mut images_done = 0usize;
+        // Totals of the steps done before an interruption, if this epoch is resumed.
+        let before = meta.epoch_progress;
+        let EpochProgress {
+            mut bpd_sum,
+            mut applied,
+            mut skipped,
+            images: mut images_done,
+            ..
+        } = before;
+        let seconds_so_far = || before.seconds + started.elapsed().as_secs_f64();
         for s in meta.epoch_step..steps_per_epoch {
             let mut pixels = Vec::with_capacity(config.batch_size * numel);
             for &i in &order[s * config.batch_size..(s + 1) * config.batch_size] {
@@ -350,13 +386,20 @@ where
                 }
             }
             bar.set_position(meta.epoch_step as u64);
-            let rate = images_done as f64 / started.elapsed().as_secs_f64();
+            let rate = images_done as f64 / seconds_so_far();
             bar.set_message(format!(
                 "train bpd {:.3} | {rate:.0} img/s",
                 bpd_sum / applied.max(1) as f64
             ));
             if interrupt.load(Ordering::SeqCst) {
                 bar.abandon();
+                meta.epoch_progress = EpochProgress {
+                    bpd_sum,
+                    applied,
+                    skipped,
+                    images: images_done,
+                    seconds: seconds_so_far(),
+                };
                 let dir = checkpoint::save(&ckpt_root, &["last"], model, &adam, &meta)?;
                 return Err(TrainError::Interrupted(dir));
             }
@@ -365,8 +408,10 @@ where
         let val_bpd = evaluate_bpd(model, dev, val, 256, config.seed)?;
         meta.epoch = epoch;
         meta.epoch_step = 0;
+        meta.epoch_progress = EpochProgress::default();
         meta.val_bpd = Some(val_bpd);
-        let improved = meta.best_val_bpd.is_none_or(|b| val_bpd < b);
+        // A NaN validation bpd (a diverged model) is never the best.
+        let improved = val_bpd.is_finite() && meta.best_val_bpd.is_none_or(|b| val_bpd < b);
         if improved {
             meta.best_val_bpd = Some(val_bpd);
         }
@@ -375,11 +420,15 @@ where
         } else {
             &["last"]
         };
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = seconds_so_far();
         let metrics = EpochMetrics {
             epoch,
             lr: adam.lr,
-            train_bpd: bpd_sum / applied.max(1) as f64,
+            train_bpd: if applied == 0 {
+                f64::NAN
+            } else {
+                bpd_sum / applied as f64
+            },
             val_bpd,
             seconds,
             images_per_sec: images_done as f64 / seconds,
@@ -415,6 +464,56 @@ where
     }
     epochs_bar.finish();
     Ok(history)
+}
+
+/// Rejects configurations that cannot train: a learning rate or decay that is not a positive
+/// finite number, an empty batch.
+fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(TrainError::Data(format!(
+                "the {name} must be a positive number, not {v}"
+            )))
+        }
+    };
+    positive("learning rate", config.lr)?;
+    positive("learning-rate decay", config.lr_decay)?;
+    if config.batch_size == 0 {
+        return Err(TrainError::Data("the batch size must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// A run stopped mid-epoch continues that epoch's batches, which the batch size, the image
+/// count and the seed determine: resuming it with others would repeat or skip images.
+fn check_same_batches(saved: &serde_json::Value, config: &TrainConfig) -> Result<(), TrainError> {
+    let Ok(saved) = serde_json::from_value::<TrainConfig>(saved.clone()) else {
+        return Ok(()); // written by another version: nothing to compare with
+    };
+    let show = |v: Option<usize>| v.map_or("(all)".to_string(), |v| v.to_string());
+    let differences: Vec<String> = [
+        (
+            "--batch-size",
+            saved.batch_size.to_string(),
+            config.batch_size.to_string(),
+        ),
+        ("--max-train", show(saved.max_train), show(config.max_train)),
+        ("--seed", saved.seed.to_string(), config.seed.to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(name, a, b)| format!("{name} {a} (now {b})"))
+    .collect();
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Data(format!(
+        "the run stopped in the middle of an epoch, whose batches were drawn with {}; resume \
+         with the same values, or start a new run",
+        differences.join(", ")
+    )))
 }
 
 /// Makes the metrics file agree with the checkpoint the run starts from (epoch `epochs_done`):

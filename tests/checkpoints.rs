@@ -4,7 +4,7 @@ use dfdx::prelude::*;
 use dfdx_flows::checkpoint::{self, CheckpointError};
 use dfdx_flows::params::tensor_entries;
 use dfdx_flows::prelude::*;
-use dfdx_flows::train::{train, RunDir, TrainConfig, TrainError};
+use dfdx_flows::train::{train, EpochMetrics, RunDir, TrainConfig, TrainError};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -100,7 +100,129 @@ fn resuming_continues_exactly_like_an_uninterrupted_run() {
             .collect::<Vec<_>>()
     };
     assert_eq!(val(&a), val(&b));
+    // The epoch resumed after its first step reports the mean over all four steps, as the
+    // uninterrupted run does (the totals before the interruption travel in the checkpoint).
+    let field = |s: &str, name: &str| {
+        s.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[name].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field(&a, "train_bpd"), field(&b, "train_bpd"));
+    assert_eq!(field(&a, "skipped_steps"), field(&b, "skipped_steps"));
     assert!(dir_b.samples(2).is_file());
+}
+
+#[test]
+fn training_again_without_resume_refuses_to_touch_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, mut model) = fresh();
+    let dir = RunDir(tmp.path().join("run"));
+    run(&mut model, &dev, &config(1), &dir, false, false).unwrap();
+    let metrics = std::fs::read_to_string(dir.metrics()).unwrap();
+    let last = checkpoint::resolve(&dir.checkpoints(), "last").unwrap();
+    let (dev, mut model) = fresh();
+    let err = run(&mut model, &dev, &config(2), &dir, false, false).unwrap_err();
+    assert!(matches!(err, TrainError::RunExists(_)), "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.metrics()).unwrap(), metrics);
+    assert_eq!(
+        checkpoint::resolve(&dir.checkpoints(), "last").unwrap(),
+        last
+    );
+    assert!(last.join("model.safetensors").is_file());
+}
+
+#[test]
+fn an_interruption_in_the_last_step_of_an_epoch_is_finished_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir(tmp.path().join("run"));
+    // 64 images in batches of 64: one step per epoch, interrupted right after it.
+    let cfg = |epochs| TrainConfig {
+        batch_size: 64,
+        ..config(epochs)
+    };
+    let (dev, mut model) = fresh();
+    let err = run(&mut model, &dev, &cfg(2), &dir, false, true).unwrap_err();
+    assert!(matches!(err, TrainError::Interrupted(_)), "{err}");
+    let root = dir.checkpoints();
+    let meta = checkpoint::read_meta(&root, "last").unwrap();
+    assert_eq!((meta.epoch, meta.epoch_step, meta.step), (0, 1, 1));
+    assert_eq!(meta.epoch_progress.applied, 1);
+
+    // Resuming finishes epoch 1 without a step: its checkpoint is at the same step, and must
+    // still be written (a new directory), with the epoch's validation and the step's bpd.
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &cfg(1), &dir, true, false).unwrap();
+    let meta = checkpoint::read_meta(&root, "last").unwrap();
+    assert_eq!((meta.epoch, meta.epoch_step, meta.step), (1, 0, 1));
+    assert!(meta.val_bpd.is_some());
+    assert_eq!(
+        checkpoint::resolve(&root, "best").unwrap(),
+        checkpoint::resolve(&root, "last").unwrap()
+    );
+    let (_, mut loaded) = fresh();
+    checkpoint::load(&root, "last", "tiny", &mut loaded).unwrap();
+    assert_eq!(weights(&loaded), weights(&model));
+    let lines = std::fs::read_to_string(dir.metrics()).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    let m: EpochMetrics = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(m.train_bpd.is_finite() && m.train_bpd > 0.0, "{m:?}");
+
+    // And once done, it stays done.
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &cfg(1), &dir, true, false).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.metrics()).unwrap(), lines);
+    assert_eq!(checkpoint::read_meta(&root, "last").unwrap().epoch, 1);
+}
+
+#[test]
+fn resuming_mid_epoch_with_other_batches_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir(tmp.path().join("run"));
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &config(1), &dir, false, true).unwrap_err();
+    let cfg = TrainConfig {
+        batch_size: 8,
+        ..config(1)
+    };
+    let (dev, mut model) = fresh();
+    let err = run(&mut model, &dev, &cfg, &dir, true, false).unwrap_err();
+    assert!(matches!(err, TrainError::Data(_)), "{err}");
+    assert!(err.to_string().contains("--batch-size 16 (now 8)"), "{err}");
+    // The same batches resume.
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &config(1), &dir, true, false).unwrap();
+}
+
+#[test]
+fn learning_rates_that_are_not_positive_numbers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir(tmp.path().join("run"));
+    for lr in [-1e-3, 0.0, f64::NAN, f64::INFINITY] {
+        let (dev, mut model) = fresh();
+        let cfg = TrainConfig { lr, ..config(1) };
+        let err = run(&mut model, &dev, &cfg, &dir, false, false).unwrap_err();
+        assert!(err.to_string().contains("learning rate"), "{lr}: {err}");
+    }
+    assert!(!dir.0.exists());
+}
+
+#[test]
+fn metrics_with_non_finite_numbers_read_back() {
+    let m = EpochMetrics {
+        epoch: 3,
+        lr: 1e-3,
+        train_bpd: f64::NAN,
+        val_bpd: f64::INFINITY,
+        seconds: 1.5,
+        images_per_sec: 10.0,
+        skipped_steps: 4,
+    };
+    let line = serde_json::to_string(&m).unwrap();
+    assert!(line.contains("\"train_bpd\":null"), "{line}");
+    let back: EpochMetrics = serde_json::from_str(&line).unwrap();
+    assert!(back.train_bpd.is_nan() && back.val_bpd.is_nan());
+    assert_eq!((back.epoch, back.lr, back.skipped_steps), (3, 1e-3, 4));
 }
 
 #[test]

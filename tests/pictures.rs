@@ -568,6 +568,58 @@ fn bad_arguments_give_one_clear_line() {
             "cannot create",
         ),
     ];
+    let jpg = out_dir.path().join("x.jpg");
+    let more: Vec<(Result<(), CliError>, &str)> = vec![
+        (
+            run_simple(&[&"sample", &"--checkpoint", &simple.path(), &"--out", &jpg]),
+            "PNG",
+        ),
+        (
+            run_simple(&[
+                &"sample",
+                &"--checkpoint",
+                &simple.path(),
+                &"--temperature",
+                &"nan",
+                &"--out",
+                &out,
+            ]),
+            "--temperature",
+        ),
+        (
+            run_simple(&[
+                &"sample",
+                &"--checkpoint",
+                &simple.path(),
+                &"--temperature",
+                &"-1",
+                &"--out",
+                &out,
+            ]),
+            "--temperature",
+        ),
+        (
+            run_simple(&[
+                &"sample",
+                &"--checkpoint",
+                &simple.path(),
+                &"--out",
+                &nowhere,
+            ]),
+            "does not exist",
+        ),
+        (
+            run_simple(&[
+                &"eval",
+                &"--checkpoint",
+                &simple.path(),
+                &"--max-images",
+                &"0",
+            ]),
+            "--max-images",
+        ),
+    ];
+    let cases: Vec<_> = cases.into_iter().chain(more).collect();
     for (i, (result, expected)) in cases.into_iter().enumerate() {
         let msg = error_line(result);
         assert!(
@@ -576,6 +628,90 @@ fn bad_arguments_give_one_clear_line() {
         );
     }
     assert!(!out.exists(), "a failed command wrote its output");
+    assert!(!jpg.exists(), "a failed command wrote its output");
+}
+
+/// `train` into a run directory: a second `train` without `--resume` leaves the run alone,
+/// commands name the model a checkpoint holds, `eval` writes into the run directory, and a
+/// corrupt pointer file is reported as such, not as a missing checkpoint.
+#[test]
+fn runs_are_kept_and_checkpoints_name_their_model() {
+    let data = fake_mnist();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let train = |run: &Path, lr: &str| {
+        run_simple(&[
+            &"train",
+            &"--data",
+            &data,
+            &"--out",
+            &run,
+            &"--epochs",
+            &"1",
+            &"--batch-size",
+            &"2",
+            &"--max-train",
+            &"2",
+            &"--max-val",
+            &"2",
+            &"--lr",
+            &lr,
+        ])
+    };
+    train(&run, "1e-3").unwrap();
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let msg = error_line(train(&run, "1e-3"));
+    assert!(msg.contains("already holds a training run"), "{msg}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+    for lr in ["-1", "nan", "0"] {
+        let other = tmp.path().join(format!("lr{lr}"));
+        let msg = error_line(train(&other, lr));
+        assert!(
+            msg.contains("--lr must be a positive number"),
+            "{lr}: {msg}"
+        );
+        assert!(!other.exists());
+    }
+
+    let eval_args = [
+        &"eval" as &dyn AsRef<std::ffi::OsStr>,
+        &"--checkpoint",
+        &run,
+        &"--data",
+        &data,
+        &"--max-images",
+        &"1",
+        &"--import-samples",
+        &"1",
+    ];
+    let msg = error_line(run_multi(&eval_args));
+    assert!(
+        msg.contains("holds the `simple` model, not `multiscale`"),
+        "{msg}"
+    );
+    run_simple(&eval_args).unwrap();
+    let results: EvalResults =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        (results.model.as_str(), results.max_images),
+        ("simple", Some(1))
+    );
+    assert!(results.inference_seconds_per_64 > 0.0, "{results:?}");
+
+    for pointer in ["best.json", "last.json"] {
+        std::fs::write(run.join("checkpoints").join(pointer), b"garbage").unwrap();
+    }
+    let msg = error_line(run_simple(&[
+        &"sample",
+        &"--checkpoint",
+        &run,
+        &"--out",
+        &tmp.path().join("s.png"),
+    ]));
+    assert!(msg.contains("truncated or corrupt"), "{msg}");
 }
 
 #[test]
@@ -589,6 +725,7 @@ fn results_table_is_the_tutorials() {
             inference_seconds_per_64: 0.0204,
             sampling_seconds_per_64: 0.018,
             parameters: 556_312,
+            max_images: None,
         },
         EvalResults {
             model: "multiscale".into(),
@@ -598,6 +735,7 @@ fn results_table_is_the_tutorials() {
             inference_seconds_per_64: 0.023,
             sampling_seconds_per_64: 0.015,
             parameters: 1_711_818,
+            max_images: Some(64),
         },
     ];
     let md = cli::results_table(&results, true);
@@ -611,6 +749,11 @@ fn results_table_is_the_tutorials() {
         "| simple | 1.080 bpd | 1.078 bpd | 20 ms | 18 ms | 556,312 |"
     );
     assert_eq!(lines.len(), 4);
+    // A table of a partial evaluation says so.
+    assert!(
+        lines[3].starts_with("| multiscale (first 64 images) |"),
+        "{md}"
+    );
     let text = cli::results_table(&results, false);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4);

@@ -172,6 +172,13 @@ pub fn ensure_files(dir: &Path, config: &FetchConfig) -> Result<(), DataError> {
     if todo.is_empty() {
         return Ok(());
     }
+    if dir.exists() && !dir.is_dir() {
+        return Err(DataError::io(
+            dir,
+            "use as the data directory",
+            std::io::Error::other("it is a file; give a directory"),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, "create directory", e))?;
     let mut attempts = Vec::new();
     let note = |msg: String| {

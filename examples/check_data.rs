@@ -19,7 +19,7 @@ fn mean(pixels: impl Iterator<Item = u8>) -> f64 {
 
 /// Load MNIST (fetching missing files) and print what was found.
 #[derive(Debug, clap::Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// MNIST directory [default: $MNIST_DIR, else data/mnist]
     dir: Option<PathBuf>,

@@ -21,7 +21,7 @@ const MODELS: [&str; 3] = ["simple", "vardeq", "multiscale"];
 
 /// Compare the models' evaluation results (results.json written by `eval`).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Directory holding one run directory per model: DIR/{simple,vardeq,multiscale}/results.json
     #[arg(long, default_value = "runs")]

@@ -346,7 +346,7 @@ where
                     )))
                 }
             }
-            cmd_train(name, build, &args, "run the same command again")?;
+            cmd_train(name, build, &args, "run the same command again to continue")?;
             let samples = out.join("samples.png");
             cmd_sample(
                 name,
@@ -589,7 +589,7 @@ where
             Ok(())
         }
         Err(TrainError::Interrupted(dir)) => Err(CliError::Interrupted(format!(
-            "interrupted: checkpoint written to {} — {resume_hint} to continue",
+            "interrupted: checkpoint written to {} — {resume_hint}",
             dir.display()
         ))),
         Err(e) => Err(failed(e)),

@@ -484,6 +484,7 @@ where
         bpd,
     };
     if let Some(out) = &args.out {
+        check_results_file::<LoglikResults>(out)?;
         checkpoint::write_atomic(
             out,
             serde_json::to_string_pretty(&results)
@@ -519,6 +520,10 @@ where
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(name));
+    // `train` checks this too; here it comes before loading the data.
+    if !args.resume && checkpoint::has_checkpoints(&RunDir(out.clone()).checkpoints()) {
+        return Err(failed(TrainError::RunExists(out)));
+    }
     let mnist = Mnist::obtain(args.data.clone()).map_err(failed)?;
     let pixels = |split: Split| -> Vec<u8> {
         let view = mnist.split(split);
@@ -649,6 +654,15 @@ where
                     meta.model,
                     meta.model
                 )));
+            }
+            if meta.epoch_step > 0 {
+                eprintln!(
+                    "note: {} was written in the middle of epoch {} (step {} of it; not \
+                     validated yet)",
+                    weights.display(),
+                    meta.epoch + 1,
+                    meta.epoch_step
+                );
             }
         }
     }
@@ -783,6 +797,7 @@ where
         Some(out) => out.clone(),
         None => results_path(&find_weights(&args.checkpoint)?),
     };
+    check_results_file::<EvalResults>(&out)?;
     checkpoint::write_atomic(
         &out,
         serde_json::to_string_pretty(&results)
@@ -793,6 +808,24 @@ where
     print!("{}", results_table(std::slice::from_ref(&results), true));
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// A results file may replace an earlier results file of the same kind, never another file
+/// (a run's metrics.jsonl, a checkpoint pointer, ...).
+fn check_results_file<R: serde::de::DeserializeOwned>(out: &Path) -> Result<(), CliError> {
+    if out.is_dir() {
+        return Err(failed(format!(
+            "cannot write {}: it is a directory",
+            out.display()
+        )));
+    }
+    match std::fs::read(out) {
+        Ok(bytes) if serde_json::from_slice::<R>(&bytes).is_err() => Err(failed(format!(
+            "{} exists and is not a results file of this command; give another --out",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Where `eval` writes by default: the run directory of a checkpoint written by `train`
@@ -1358,6 +1391,12 @@ fn read_metrics(path: &Path) -> Result<Vec<crate::charts::EpochPoint>, CliError>
             file.display()
         ))
     })?;
+    if text.trim().is_empty() {
+        return Err(failed(format!(
+            "{} has no epochs yet: train at least one epoch for the training curves",
+            file.display()
+        )));
+    }
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

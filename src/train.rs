@@ -264,8 +264,6 @@ where
     if !resume && checkpoint::has_checkpoints(&ckpt_root) {
         return Err(TrainError::RunExists(run.0.clone()));
     }
-    std::fs::create_dir_all(run.0.join("samples"))
-        .map_err(|e| TrainError::Io(run.0.clone(), e.to_string()))?;
 
     let mut adam = Adam::new(config.lr);
     let mut meta = CheckpointMeta {
@@ -287,6 +285,15 @@ where
         if m.epoch_step > 0 {
             check_same_batches(&m.config, config)?;
         }
+        if let Ok(saved) = serde_json::from_value::<TrainConfig>(m.config.clone()) {
+            if saved.lr != config.lr {
+                eprintln!(
+                    "note: the learning rate is now {} (the run had {}); the schedule continues \
+                     from it",
+                    config.lr, saved.lr
+                );
+            }
+        }
         adam = a;
         meta = CheckpointMeta {
             config: meta.config,
@@ -302,6 +309,8 @@ where
         );
     }
 
+    std::fs::create_dir_all(run.0.join("samples"))
+        .map_err(|e| TrainError::Io(run.0.clone(), e.to_string()))?;
     reconcile_metrics(&run.metrics(), meta.epoch)?;
 
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());

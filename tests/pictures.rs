@@ -700,6 +700,29 @@ fn runs_are_kept_and_checkpoints_name_their_model() {
         ("simple", Some(1))
     );
     assert!(results.inference_seconds_per_64 > 0.0, "{results:?}");
+    // Results replace results, never another file of the run.
+    let metrics_path = run.join("metrics.jsonl");
+    let mut onto_metrics = eval_args.to_vec();
+    onto_metrics.extend([&"--out" as &dyn AsRef<std::ffi::OsStr>, &metrics_path]);
+    let msg = error_line(run_simple(&onto_metrics));
+    assert!(msg.contains("is not a results file"), "{msg}");
+    assert_eq!(std::fs::read_to_string(&metrics_path).unwrap(), metrics);
+    // Resuming a run that does not exist writes nothing.
+    let nowhere = tmp.path().join("never-trained");
+    let msg = error_line(run_simple(&[
+        &"train",
+        &"--resume",
+        &"--data",
+        &data,
+        &"--out",
+        &nowhere,
+        &"--max-train",
+        &"2",
+        &"--batch-size",
+        &"2",
+    ]));
+    assert!(msg.contains("no checkpoint"), "{msg}");
+    assert!(!nowhere.exists());
 
     for pointer in ["best.json", "last.json"] {
         std::fs::write(run.join("checkpoints").join(pointer), b"garbage").unwrap();

@@ -447,13 +447,7 @@ where
         // picture and a line for an epoch that the last checkpoint does not include; resuming
         // redoes that epoch, overwrites the picture and `reconcile_metrics` drops the line. (The
         // other order would lose them for a checkpointed epoch for good.)
-        write_samples(
-            model,
-            dev,
-            config.samples,
-            config.seed ^ epoch as u64,
-            &run.samples(epoch),
-        )?;
+        write_samples(model, dev, config.samples, config.seed, &run.samples(epoch))?;
         append_line(
             &run.metrics(),
             &serde_json::to_string(&metrics).expect("serializable"),
@@ -560,18 +554,42 @@ fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
     writeln!(f, "{line}").map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
 }
 
-/// Draws `n` samples (temperature 1) and writes them as a PNG grid.
+/// Draws `n` samples (temperature 1) and writes them as a PNG grid. Every latent (the final one
+/// and those of split layers) comes from `seed`, not from the device's random state: the
+/// training run passes its seed, so each epoch's picture shows the same latents through a
+/// model that learns, and a resumed run draws what an uninterrupted one would.
 pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
     model: &ImageFlow<F>,
     dev: &D,
     n: usize,
-    _seed: u64,
+    seed: u64,
     path: &Path,
 ) -> Result<(), TrainError> {
     if n == 0 {
         return Ok(());
     }
-    let samples = dev_err(model.sample(dev, n, None, &mut FlowCtx::default()))?;
+    // The sizes of the split-off latents: encode one image and see what the splits record.
+    let numel = F::In::NUMEL;
+    let mut probe = FlowCtx {
+        dequant_noise: Some(vec![E::from_f64(0.5).unwrap(); numel]),
+        record_latents: true,
+        ..FlowCtx::default()
+    };
+    dev_err(model.encode(dev.zeros_like(&F::In::with_batch(1)), &mut probe))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut normals = |len: usize| -> Vec<E> {
+        (0..len)
+            .map(|_| E::from_f64(rng.sample::<f64, _>(rand_distr::StandardNormal)).unwrap())
+            .collect()
+    };
+    let z = normals(n * F::Out::NUMEL);
+    let latents = probe.latents.iter().map(|l| normals(l.len() * n)).collect();
+    let z = dev.tensor_from_vec(z, F::Out::with_batch(n));
+    let mut ctx = FlowCtx {
+        latents,
+        ..FlowCtx::default()
+    };
+    let samples = dev_err(model.sample(dev, n, Some(z), &mut ctx))?;
     let pixels = to_bytes(&samples.as_vec());
     let (c, h, w) = (F::In::C, F::In::H, F::In::W);
     // Greyscale grid of the first channel of each image.

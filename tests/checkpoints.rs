@@ -109,7 +109,12 @@ fn resuming_continues_exactly_like_an_uninterrupted_run() {
     };
     assert_eq!(field(&a, "train_bpd"), field(&b, "train_bpd"));
     assert_eq!(field(&a, "skipped_steps"), field(&b, "skipped_steps"));
-    assert!(dir_b.samples(2).is_file());
+    // The epochs' pictures come from the run's seed, not the device's random state: the same
+    // in both runs, and the model has changed between the epochs.
+    let png = |d: &RunDir, epoch| std::fs::read(d.samples(epoch)).unwrap();
+    assert_eq!(png(&dir_a, 1), png(&dir_b, 1));
+    assert_eq!(png(&dir_a, 2), png(&dir_b, 2));
+    assert_ne!(png(&dir_a, 1), png(&dir_a, 2));
 }
 
 #[test]
@@ -343,4 +348,29 @@ fn too_few_images_are_an_error_before_anything_is_written() {
         !dir.0.exists(),
         "nothing may be written for a run that cannot start"
     );
+}
+
+/// A model with a split layer: the split's latent, too, comes from the seed.
+#[test]
+fn epoch_samples_of_a_split_model_depend_on_the_seed_only() {
+    type TinySplit = Chain<(
+        Dequantization<1, 8, 8>,
+        CheckerboardCoupling<1, 8, 8, 4, false, f32, Cpu>,
+        Squeeze<1, 8, 8>,
+        Split<4, 4, 4>,
+        ChannelCoupling<2, 4, 4, 4, false, f32, Cpu>,
+    )>;
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = Cpu::seed_from_u64(0);
+    let model = ImageFlow::<TinySplit>::build(&dev);
+    let png = |name: &str, seed: u64| {
+        let path = tmp.path().join(name);
+        dfdx_flows::train::write_samples(&model, &dev, 6, seed, &path).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    let first = png("a.png", 7);
+    // Draws from the device's random state in between change nothing.
+    let _: Tensor<Rank1<100>, f32, Cpu> = dev.sample_normal();
+    assert_eq!(png("b.png", 7), first);
+    assert_ne!(png("c.png", 8), first);
 }

@@ -55,6 +55,45 @@ pub struct CheckpointMeta {
     pub epoch_progress: EpochProgress,
 }
 
+impl CheckpointMeta {
+    /// The sidecar of a fresh model named `model_name` (epoch 0, no validation yet), for
+    /// [`save`] from one's own training loop; [`load`] checks the name.
+    ///
+    /// ```
+    /// # use dfdx::prelude::*;
+    /// # use dfdx_flows::prelude::*;
+    /// # type Small = Chain<(Dequantization<1, 4, 4>, CheckerboardCoupling<1, 4, 4, 4, false, f32, Cpu>)>;
+    /// use dfdx_flows::checkpoint::{self, CheckpointMeta};
+    /// let dev: Cpu = Default::default();
+    /// let mut model = ImageFlow::<Small>::build(&dev);
+    /// let adam = dfdx_flows::optim::Adam::new(1e-3);
+    /// let root = tempfile::tempdir().unwrap();
+    /// let mut meta = CheckpointMeta::new("small", &model);
+    /// meta.step = 10;
+    /// checkpoint::save(root.path(), &["last"], &model, &adam, &meta).unwrap();
+    /// let (_adam, meta) = checkpoint::load(root.path(), "last", "small", &mut model).unwrap();
+    /// assert_eq!(meta.step, 10);
+    /// ```
+    pub fn new<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+        model_name: &str,
+        model: &M,
+    ) -> Self {
+        Self {
+            model: model_name.to_string(),
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            epoch: 0,
+            epoch_step: 0,
+            step: 0,
+            val_bpd: None,
+            best_val_bpd: None,
+            skipped_steps: 0,
+            config: serde_json::Value::Null,
+            tensors: tensor_entries(model),
+            epoch_progress: EpochProgress::default(),
+        }
+    }
+}
+
 /// Totals of the steps done so far in an incomplete epoch.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct EpochProgress {
@@ -192,7 +231,10 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
             CheckpointError::Corrupt(weights.clone(), format!("cannot write: {e:?}"))
         })?;
         fsync_file(&weights)?;
-        let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        // The learning rate also as a tensor: safetensors 0.3 cannot read back a file with
+        // metadata and no tensor, which is what an optimizer before its first step would give.
+        let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> =
+            vec![("lr".to_string(), f64_bytes(&[adam.lr]), vec![1])];
         for slot in &adam.state {
             moments.push((
                 format!("m/{}", slot.name),

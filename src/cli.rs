@@ -522,7 +522,7 @@ where
         .unwrap_or_else(|| PathBuf::from("runs").join(name));
     // `train` checks this too; here it comes before loading the data.
     if !args.resume && checkpoint::has_checkpoints(&RunDir(out.clone()).checkpoints()) {
-        return Err(failed(TrainError::RunExists(out)));
+        return Err(run_exists(&out));
     }
     let mnist = Mnist::obtain(args.data.clone()).map_err(failed)?;
     let pixels = |split: Split| -> Vec<u8> {
@@ -597,8 +597,31 @@ where
             "interrupted: checkpoint written to {} — {resume_hint}",
             dir.display()
         ))),
+        Err(TrainError::RunExists(dir)) => Err(run_exists(&dir)),
+        Err(e @ TrainError::Diverged { .. }) => {
+            let again = match &e {
+                TrainError::Diverged {
+                    last_checkpoint: Some(_),
+                    ..
+                } => "train --resume",
+                _ => "train",
+            };
+            Err(failed(format!(
+                "{e}: `{again} --lr` with a value below {}",
+                args.lr
+            )))
+        }
         Err(e) => Err(failed(e)),
     }
+}
+
+/// [`TrainError::RunExists`] in the command line's terms.
+fn run_exists(dir: &Path) -> CliError {
+    failed(format!(
+        "{} already holds a training run (checkpoints/): continue it with `train --resume`, or \
+         train into another directory (`--out`), or delete it first",
+        dir.display()
+    ))
 }
 
 /// `n thing` or `n things`.

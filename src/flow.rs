@@ -69,7 +69,13 @@ impl<E> FlowCtx<E> {
             ..Default::default()
         }
     }
-    /// A context with fixed dequantization noise.
+    /// A context with fixed dequantization noise: one value in `[0, 1)` per input value of the
+    /// batch (batch × C × H × W, image after image).
+    ///
+    /// The noise is taken by the next pass through a dequantization layer: for a second
+    /// deterministic call, give a new context (`FlowCtx::with_noise(noise.clone())`); a reused
+    /// one draws random noise. A noise of another length panics in that layer (it is a
+    /// programming error, not a device error).
     pub fn with_noise(noise: Vec<E>) -> Self {
         Self {
             dequant_noise: Some(noise),

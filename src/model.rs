@@ -107,7 +107,13 @@ impl<F> ImageFlow<F> {
 
     /// `log p(x)` per image (in nats), with the tape of `x` so it can be trained on.
     ///
-    /// The dequantization noise comes from `ctx` if given there (deterministic), else is drawn.
+    /// `x` holds integer pixel values `0..=255` as floats (not images scaled to `[0, 1]`: those
+    /// give a finite but meaningless likelihood; values above 255 give NaN). The dequantization
+    /// noise comes from `ctx` if given there (deterministic, see [`FlowCtx::with_noise`]), else
+    /// is drawn.
+    ///
+    /// # Panics
+    /// If `ctx` holds noise or split latents of the wrong length.
     pub fn log_likelihood<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
         &self,
         x: Tensor<F::In, E, D, T>,

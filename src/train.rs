@@ -5,7 +5,6 @@ use crate::checkpoint::{self, CheckpointError, CheckpointMeta, EpochProgress};
 use crate::flow::{Flow, FlowCtx, ImgShape};
 use crate::model::ImageFlow;
 use crate::optim::{Adam, UpdateOutcome};
-use crate::params::tensor_entries;
 use crate::viz::{save_grid, to_bytes, GridStyle};
 use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
@@ -125,23 +124,27 @@ impl std::fmt::Display for TrainError {
                 match last_checkpoint {
                     Some(p) => write!(
                         f,
-                        "; the last good checkpoint is {} (try a lower --lr and --resume)",
+                        "; the last good checkpoint is {} (resume from it with a lower learning \
+                         rate)",
                         p.display()
                     ),
-                    None => write!(f, "; no checkpoint was written yet (try a lower --lr)"),
+                    None => write!(
+                        f,
+                        "; no checkpoint was written yet (try a lower learning rate)"
+                    ),
                 }
             }
             Self::Interrupted(p) => write!(
                 f,
-                "interrupted; checkpoint written to {} (continue with --resume)",
+                "interrupted; checkpoint written to {} (resume to continue)",
                 p.display()
             ),
             Self::Device(e) => write!(f, "device error: {e}"),
             Self::Data(e) => write!(f, "{e}"),
             Self::RunExists(p) => write!(
                 f,
-                "{} already holds a training run (checkpoints/): continue it with `train \
-                 --resume`, or train into another directory (`--out`), or delete it first",
+                "{} already holds a training run (checkpoints/): resume it, or train into \
+                 another run directory, or delete it first",
                 p.display()
             ),
         }
@@ -267,17 +270,8 @@ where
 
     let mut adam = Adam::new(config.lr);
     let mut meta = CheckpointMeta {
-        model: model_name.to_string(),
-        crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        epoch: 0,
-        epoch_step: 0,
-        step: 0,
-        val_bpd: None,
-        best_val_bpd: None,
-        skipped_steps: 0,
         config: serde_json::to_value(config).expect("serializable"),
-        tensors: tensor_entries(model),
-        epoch_progress: EpochProgress::default(),
+        ..CheckpointMeta::new(model_name, model)
     };
     let mut last_checkpoint = None;
     if resume {

@@ -128,7 +128,7 @@ fn training_again_without_resume_refuses_to_touch_the_run() {
     let (dev, mut model) = fresh();
     let err = run(&mut model, &dev, &config(2), &dir, false, false).unwrap_err();
     assert!(matches!(err, TrainError::RunExists(_)), "{err}");
-    assert!(err.to_string().contains("--resume"), "{err}");
+    assert!(err.to_string().contains("resume it"), "{err}");
     assert_eq!(std::fs::read_to_string(dir.metrics()).unwrap(), metrics);
     assert_eq!(
         checkpoint::resolve(&dir.checkpoints(), "last").unwrap(),

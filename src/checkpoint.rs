@@ -220,61 +220,59 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
         .find(|n| !root.join(n).exists())
         .expect("a free name");
     let final_dir = root.join(&name);
-    {
-        let tmp_dir = root.join(format!(".{name}.tmp"));
-        if tmp_dir.exists() {
-            io(&tmp_dir, fs::remove_dir_all(&tmp_dir))?;
-        }
-        io(&tmp_dir, fs::create_dir_all(&tmp_dir))?;
-        let weights = tmp_dir.join("model.safetensors");
-        model.save_safetensors(&weights).map_err(|e| {
-            CheckpointError::Corrupt(weights.clone(), format!("cannot write: {e:?}"))
-        })?;
-        fsync_file(&weights)?;
-        // The learning rate also as a tensor: safetensors 0.3 cannot read back a file with
-        // metadata and no tensor, which is what an optimizer before its first step would give.
-        let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> =
-            vec![("lr".to_string(), f64_bytes(&[adam.lr]), vec![1])];
-        for slot in &adam.state {
-            moments.push((
-                format!("m/{}", slot.name),
-                f64_bytes(&slot.m),
-                vec![slot.m.len()],
-            ));
-            moments.push((
-                format!("v/{}", slot.name),
-                f64_bytes(&slot.v),
-                vec![slot.v.len()],
-            ));
-        }
-        let views: Vec<(String, TensorView)> = moments
-            .iter()
-            .map(|(n, b, s)| {
-                (
-                    n.clone(),
-                    TensorView::new(SDtype::F64, s.clone(), b).expect("consistent sizes"),
-                )
-            })
-            .collect();
-        let mut adam_meta = HashMap::new();
-        adam_meta.insert("step".to_string(), adam.step.to_string());
-        adam_meta.insert("lr".to_string(), adam.lr.to_string());
-        let opt_path = tmp_dir.join("optimizer.safetensors");
-        let bytes = ::safetensors::tensor::serialize(views, &Some(adam_meta)).map_err(|e| {
-            CheckpointError::Corrupt(opt_path.clone(), format!("cannot serialize: {e:?}"))
-        })?;
-        write_atomic(&opt_path, &bytes)?;
-        let meta_path = tmp_dir.join("meta.json");
-        write_atomic(
-            &meta_path,
-            serde_json::to_string_pretty(meta)
-                .expect("serializable")
-                .as_bytes(),
-        )?;
-        fsync_dir(&tmp_dir);
-        io(&final_dir, fs::rename(&tmp_dir, &final_dir))?;
-        fsync_dir(root);
+    let tmp_dir = root.join(format!(".{name}.tmp"));
+    if tmp_dir.exists() {
+        io(&tmp_dir, fs::remove_dir_all(&tmp_dir))?;
     }
+    io(&tmp_dir, fs::create_dir_all(&tmp_dir))?;
+    let weights = tmp_dir.join("model.safetensors");
+    model
+        .save_safetensors(&weights)
+        .map_err(|e| CheckpointError::Corrupt(weights.clone(), format!("cannot write: {e:?}")))?;
+    fsync_file(&weights)?;
+    // The learning rate also as a tensor: safetensors 0.3 cannot read back a file with
+    // metadata and no tensor, which is what an optimizer before its first step would give.
+    let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> =
+        vec![("lr".to_string(), f64_bytes(&[adam.lr]), vec![1])];
+    for slot in &adam.state {
+        moments.push((
+            format!("m/{}", slot.name),
+            f64_bytes(&slot.m),
+            vec![slot.m.len()],
+        ));
+        moments.push((
+            format!("v/{}", slot.name),
+            f64_bytes(&slot.v),
+            vec![slot.v.len()],
+        ));
+    }
+    let views: Vec<(String, TensorView)> = moments
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                TensorView::new(SDtype::F64, s.clone(), b).expect("consistent sizes"),
+            )
+        })
+        .collect();
+    let mut adam_meta = HashMap::new();
+    adam_meta.insert("step".to_string(), adam.step.to_string());
+    adam_meta.insert("lr".to_string(), adam.lr.to_string());
+    let opt_path = tmp_dir.join("optimizer.safetensors");
+    let bytes = ::safetensors::tensor::serialize(views, &Some(adam_meta)).map_err(|e| {
+        CheckpointError::Corrupt(opt_path.clone(), format!("cannot serialize: {e:?}"))
+    })?;
+    write_atomic(&opt_path, &bytes)?;
+    let meta_path = tmp_dir.join("meta.json");
+    write_atomic(
+        &meta_path,
+        serde_json::to_string_pretty(meta)
+            .expect("serializable")
+            .as_bytes(),
+    )?;
+    fsync_dir(&tmp_dir);
+    io(&final_dir, fs::rename(&tmp_dir, &final_dir))?;
+    fsync_dir(root);
     for tag in tags {
         let pointer = serde_json::to_vec(&Pointer { dir: name.clone() }).expect("serializable");
         write_atomic(&root.join(format!("{tag}.json")), &pointer)?;
@@ -312,7 +310,12 @@ pub fn has_checkpoints(root: &Path) -> bool {
 
 /// The sidecar of the checkpoint `tag` (`last` or `best`) under `root`.
 pub fn read_meta(root: &Path, tag: &str) -> Result<CheckpointMeta, CheckpointError> {
-    let meta_path = resolve(root, tag)?.join("meta.json");
+    read_meta_in(&resolve(root, tag)?)
+}
+
+/// The sidecar (`meta.json`) of the checkpoint directory `dir`.
+pub fn read_meta_in(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
+    let meta_path = dir.join("meta.json");
     let meta_bytes = io(&meta_path, fs::read(&meta_path))?;
     serde_json::from_slice(&meta_bytes)
         .map_err(|e| CheckpointError::Corrupt(meta_path, e.to_string()))

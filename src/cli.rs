@@ -667,9 +667,8 @@ where
     let weights = find_weights(path)?;
     // A checkpoint written by `train` names its model: say that, rather than which tensor
     // differs, when it is another one.
-    let meta_path = weights.with_file_name("meta.json");
-    if let Ok(bytes) = std::fs::read(&meta_path) {
-        if let Ok(meta) = serde_json::from_slice::<checkpoint::CheckpointMeta>(&bytes) {
+    if let Some(dir) = weights.parent() {
+        if let Ok(meta) = checkpoint::read_meta_in(dir) {
             if meta.model != name {
                 return Err(failed(format!(
                     "{} holds the `{}` model, not `{name}`: use the `{}` example for it",
@@ -1287,16 +1286,11 @@ where
     }
     check_output(&args.out)?;
     let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
-    // Whether the model has split layers: encode one blank image and see what they record.
-    let mut probe = FlowCtx {
-        dequant_noise: Some(vec![0.5; 784]),
-        record_latents: true,
-        ..FlowCtx::default()
-    };
-    model
-        .encode(dev.zeros_like(&Img::<1, 28, 28>::with_batch(1)), &mut probe)
-        .map_err(device_failed)?;
-    if probe.latents.is_empty() {
+    if model
+        .split_latent_sizes(&dev)
+        .map_err(device_failed)?
+        .is_empty()
+    {
         return Err(failed(
             "this model has no split layers: its final latent is the whole latent, so there are no earlier levels to vary (use the multiscale model)",
         ));

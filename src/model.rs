@@ -215,6 +215,25 @@ impl<F> ImageFlow<F> {
         self.flows.try_inverse(z, ctx)
     }
 
+    /// The number of values per image of each latent that split layers set aside (outermost
+    /// first, as [`FlowCtx::latents`] records them); empty for a flow without splits. Found by
+    /// encoding one blank image.
+    pub fn split_latent_sizes<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        dev: &D,
+    ) -> Result<Vec<usize>, D::Err>
+    where
+        F: Flow<E, D>,
+    {
+        let mut probe = FlowCtx {
+            dequant_noise: Some(vec![E::from_f64(0.5).unwrap(); F::In::NUMEL]),
+            record_latents: true,
+            ..FlowCtx::default()
+        };
+        self.encode(dev.try_zeros_like(&F::In::with_batch(1))?, &mut probe)?;
+        Ok(probe.latents.iter().map(Vec::len).collect())
+    }
+
     /// One row per layer: name, input and output shape, parameters.
     pub fn describe<E: FlowDtype, D: FlowDevice<E>>(&self) -> Vec<LayerInfo>
     where

@@ -276,10 +276,11 @@ where
     let mut last_checkpoint = None;
     if resume {
         let (a, m) = checkpoint::load(&ckpt_root, "last", model_name, model)?;
-        if m.epoch_step > 0 {
-            check_same_batches(&m.config, config)?;
-        }
+        // A configuration written by another version is not compared.
         if let Ok(saved) = serde_json::from_value::<TrainConfig>(m.config.clone()) {
+            if m.epoch_step > 0 {
+                check_same_batches(&saved, config)?;
+            }
             if saved.lr != config.lr {
                 eprintln!(
                     "note: the learning rate is now {} (the run had {}); the schedule continues \
@@ -485,10 +486,7 @@ fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
 
 /// A run stopped mid-epoch continues that epoch's batches, which the batch size, the image
 /// count and the seed determine: resuming it with others would repeat or skip images.
-fn check_same_batches(saved: &serde_json::Value, config: &TrainConfig) -> Result<(), TrainError> {
-    let Ok(saved) = serde_json::from_value::<TrainConfig>(saved.clone()) else {
-        return Ok(()); // written by another version: nothing to compare with
-    };
+fn check_same_batches(saved: &TrainConfig, config: &TrainConfig) -> Result<(), TrainError> {
     let show = |v: Option<usize>| v.map_or("(all)".to_string(), |v| v.to_string());
     let differences: Vec<String> = [
         (
@@ -562,14 +560,7 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
     if n == 0 {
         return Ok(());
     }
-    // The sizes of the split-off latents: encode one image and see what the splits record.
-    let numel = F::In::NUMEL;
-    let mut probe = FlowCtx {
-        dequant_noise: Some(vec![E::from_f64(0.5).unwrap(); numel]),
-        record_latents: true,
-        ..FlowCtx::default()
-    };
-    dev_err(model.encode(dev.zeros_like(&F::In::with_batch(1)), &mut probe))?;
+    let split_sizes = dev_err(model.split_latent_sizes(dev))?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut normals = |len: usize| -> Vec<E> {
         (0..len)
@@ -577,7 +568,7 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
             .collect()
     };
     let z = normals(n * F::Out::NUMEL);
-    let latents = probe.latents.iter().map(|l| normals(l.len() * n)).collect();
+    let latents = split_sizes.iter().map(|len| normals(len * n)).collect();
     let z = dev.tensor_from_vec(z, F::Out::with_batch(n));
     let mut ctx = FlowCtx {
         latents,

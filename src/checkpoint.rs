@@ -15,6 +15,11 @@
 //! fsync'd and renamed). Directories no pointer names are removed afterwards. A directory is
 //! never overwritten: a second checkpoint at the same step (the end of an epoch whose last step
 //! was interrupted) goes to `step-00001170.1`, so the pointers always name a complete one.
+//!
+//! Whenever `last.json` exists, `best.json` exists too: `best` is written before `last`, and
+//! until an epoch validates to a finite bpd (a Ctrl-C in the first epoch, a diverged first
+//! epoch) every checkpoint is also `best`; after that, `best` moves only to a lower finite bpd. A kill between any two steps of a save therefore
+//! leaves either the previous pair of pointers or a pair whose `best` is at least as new.
 use crate::optim::{Adam, AdamSlot};
 use crate::params::{tensor_entries, TensorEntry};
 use crate::{FlowDevice, FlowDtype};
@@ -25,6 +30,28 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A function called after each durable step of a checkpoint save and of the trainer's epoch
+/// end, with the step's name; crash-safety tests stop the process there to check the on-disk
+/// state at every kill point deterministically.
+#[doc(hidden)]
+pub type FaultHook = fn(&'static str);
+
+static FAULT_HOOK: OnceLock<FaultHook> = OnceLock::new();
+
+/// Installs the fault-injection hook (once per process; later calls are ignored). For tests.
+#[doc(hidden)]
+pub fn set_fault_hook(hook: FaultHook) {
+    let _ = FAULT_HOOK.set(hook);
+}
+
+/// Reports that the durable step `name` is done to the fault-injection hook, if any.
+pub(crate) fn fault_point(name: &'static str) {
+    if let Some(hook) = FAULT_HOOK.get() {
+        hook(name);
+    }
+}
 
 /// The sidecar of a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -202,7 +229,10 @@ struct Pointer {
 }
 
 /// Saves a checkpoint under `root` (the `checkpoints/` directory) and points `tags` (e.g.
-/// `["last"]` or `["last", "best"]`) at it.
+/// `["last"]` or `["last", "best"]`) at it. `best` is always written before `last`, and while
+/// the run has no validated best (`meta.best_val_bpd` is `None`: before the first epoch with a
+/// finite validation bpd) every checkpoint is also `best`, so that `last` never exists without
+/// `best`.
 pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
     root: &Path,
     tags: &[&str],
@@ -225,11 +255,13 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
         io(&tmp_dir, fs::remove_dir_all(&tmp_dir))?;
     }
     io(&tmp_dir, fs::create_dir_all(&tmp_dir))?;
+    fault_point("checkpoint: temporary directory");
     let weights = tmp_dir.join("model.safetensors");
     model
         .save_safetensors(&weights)
         .map_err(|e| CheckpointError::Corrupt(weights.clone(), format!("cannot write: {e:?}")))?;
     fsync_file(&weights)?;
+    fault_point("checkpoint: weights");
     // The learning rate also as a tensor: safetensors 0.3 cannot read back a file with
     // metadata and no tensor, which is what an optimizer before its first step would give.
     let mut moments: Vec<(String, Vec<u8>, Vec<usize>)> =
@@ -263,6 +295,7 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
         CheckpointError::Corrupt(opt_path.clone(), format!("cannot serialize: {e:?}"))
     })?;
     write_atomic(&opt_path, &bytes)?;
+    fault_point("checkpoint: optimizer");
     let meta_path = tmp_dir.join("meta.json");
     write_atomic(
         &meta_path,
@@ -271,14 +304,36 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
             .as_bytes(),
     )?;
     fsync_dir(&tmp_dir);
+    fault_point("checkpoint: sidecar");
     io(&final_dir, fs::rename(&tmp_dir, &final_dir))?;
     fsync_dir(root);
-    for tag in tags {
-        let pointer = serde_json::to_vec(&Pointer { dir: name.clone() }).expect("serializable");
+    fault_point("checkpoint: directory renamed");
+    let pointer = serde_json::to_vec(&Pointer { dir: name.clone() }).expect("serializable");
+    for tag in pointer_order(root, tags, meta.best_val_bpd.is_none()) {
         write_atomic(&root.join(format!("{tag}.json")), &pointer)?;
+        fault_point(if tag == "last" {
+            "checkpoint: last pointer"
+        } else {
+            "checkpoint: other pointer"
+        });
     }
     prune(root);
+    fault_point("checkpoint: pruned");
     Ok(final_dir)
+}
+
+/// The pointers to write for a save that asked for `tags`, in a safe order: `best` (asked for,
+/// missing so far, or not yet validated) before every other tag, `last` after them all.
+fn pointer_order<'a>(root: &Path, tags: &[&'a str], unvalidated: bool) -> Vec<&'a str> {
+    let mut order: Vec<&'a str> = Vec::with_capacity(tags.len() + 1);
+    if tags.contains(&"best") || unvalidated || !root.join("best.json").exists() {
+        order.push("best");
+    }
+    order.extend(tags.iter().filter(|t| !matches!(**t, "best" | "last")));
+    if tags.contains(&"last") {
+        order.push("last");
+    }
+    order
 }
 
 /// Removes checkpoint directories that no pointer names (best effort).
@@ -306,6 +361,16 @@ pub fn has_checkpoints(root: &Path) -> bool {
     ["last", "best"]
         .iter()
         .any(|tag| root.join(format!("{tag}.json")).exists())
+}
+
+/// The pointer a resumed run continues from: `last`, or `best` when only `best` exists (a kill
+/// after a save wrote `best` and before it wrote `last`: then `best` is the newest checkpoint).
+pub fn resume_tag(root: &Path) -> &'static str {
+    if !root.join("last.json").exists() && root.join("best.json").exists() {
+        "best"
+    } else {
+        "last"
+    }
 }
 
 /// The sidecar of the checkpoint `tag` (`last` or `best`) under `root`.

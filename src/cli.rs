@@ -333,7 +333,8 @@ where
             let out = PathBuf::from("runs").join(name);
             // The main job picks up where an earlier (interrupted) run of it stopped. A pointer
             // that cannot be read is an error, not a reason to start afresh over the run.
-            match checkpoint::resolve(&RunDir(out.clone()).checkpoints(), "last") {
+            let root = RunDir(out.clone()).checkpoints();
+            match checkpoint::resolve(&root, checkpoint::resume_tag(&root)) {
                 Ok(_) => {
                     eprintln!("found a checkpoint in {}: resuming", out.display());
                     args.resume = true;
@@ -583,7 +584,8 @@ where
                     RunDir(out).metrics().display()
                 );
             } else {
-                let done = checkpoint::read_meta(&RunDir(out).checkpoints(), "last")
+                let root = RunDir(out).checkpoints();
+                let done = checkpoint::read_meta(&root, checkpoint::resume_tag(&root))
                     .map_or(args.epochs, |m| m.epoch);
                 eprintln!(
                     "nothing to do: the run already has {} (asked for {})",

@@ -200,6 +200,13 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     order
 }
 
+/// Whether an epoch's validation bpd makes its checkpoint the new best: a finite bpd below the
+/// best so far. A NaN (a diverged model) or infinite bpd never does; were NaN taken as the best,
+/// no later bpd would compare below it and `best` would stay on the diverged epoch.
+fn improves(val_bpd: f64, best_so_far: Option<f64>) -> bool {
+    val_bpd.is_finite() && best_so_far.is_none_or(|b| val_bpd < b)
+}
+
 /// Validation bpd: mean over `images` (u8, image after image) with fixed noise, no tape.
 pub fn evaluate_bpd<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
     model: &ImageFlow<F>,
@@ -275,7 +282,8 @@ where
     };
     let mut last_checkpoint = None;
     if resume {
-        let (a, m) = checkpoint::load(&ckpt_root, "last", model_name, model)?;
+        let tag = checkpoint::resume_tag(&ckpt_root);
+        let (a, m) = checkpoint::load(&ckpt_root, tag, model_name, model)?;
         // A configuration written by another version is not compared.
         if let Ok(saved) = serde_json::from_value::<TrainConfig>(m.config.clone()) {
             if m.epoch_step > 0 {
@@ -295,7 +303,7 @@ where
             tensors: meta.tensors,
             ..m
         };
-        last_checkpoint = Some(checkpoint::resolve(&ckpt_root, "last")?);
+        last_checkpoint = Some(checkpoint::resolve(&ckpt_root, tag)?);
         eprintln!(
             "resuming from epoch {} step {} ({})",
             meta.epoch,
@@ -414,8 +422,7 @@ where
         meta.epoch_step = 0;
         meta.epoch_progress = EpochProgress::default();
         meta.val_bpd = Some(val_bpd);
-        // A NaN validation bpd (a diverged model) is never the best.
-        let improved = val_bpd.is_finite() && meta.best_val_bpd.is_none_or(|b| val_bpd < b);
+        let improved = improves(val_bpd, meta.best_val_bpd);
         if improved {
             meta.best_val_bpd = Some(val_bpd);
         }
@@ -443,10 +450,12 @@ where
         // redoes that epoch, overwrites the picture and `reconcile_metrics` drops the line. (The
         // other order would lose them for a checkpointed epoch for good.)
         write_samples(model, dev, config.samples, config.seed, &run.samples(epoch))?;
+        checkpoint::fault_point("epoch: samples");
         append_line(
             &run.metrics(),
             &serde_json::to_string(&metrics).expect("serializable"),
         )?;
+        checkpoint::fault_point("epoch: metrics");
         last_checkpoint = Some(checkpoint::save(&ckpt_root, tags, model, &adam, &meta)?);
         epochs_bar.set_position(epoch as u64);
         epochs_bar.set_message(format!("val bpd {val_bpd:.3}"));
@@ -588,4 +597,23 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
     }
     save_grid(path, &first, n, h, w, GridStyle::default())
         .map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::improves;
+
+    #[test]
+    fn only_a_finite_lower_bpd_is_an_improvement() {
+        assert!(improves(3.0, None));
+        assert!(improves(2.0, Some(3.0)));
+        assert!(!improves(3.0, Some(3.0)));
+        assert!(!improves(4.0, Some(3.0)));
+        assert!(
+            !improves(f64::NAN, None),
+            "a NaN first epoch must not become the best"
+        );
+        assert!(!improves(f64::NAN, Some(3.0)));
+        assert!(!improves(f64::INFINITY, None));
+    }
 }

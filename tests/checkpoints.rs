@@ -80,6 +80,11 @@ fn resuming_continues_exactly_like_an_uninterrupted_run() {
         Err(TrainError::Interrupted(path)) => assert!(path.join("model.safetensors").is_file()),
         other => panic!("expected an interruption, got {other:?}"),
     }
+    // Before any validation the only checkpoint is also `best`: `last` never exists alone.
+    assert_eq!(
+        checkpoint::resolve(&dir_b.checkpoints(), "best").unwrap(),
+        checkpoint::resolve(&dir_b.checkpoints(), "last").unwrap()
+    );
     let (dev, mut model) = fresh();
     run(&mut model, &dev, &config(1), &dir_b, true, false).unwrap();
     let (dev, mut resumed) = fresh();
@@ -373,4 +378,92 @@ fn epoch_samples_of_a_split_model_depend_on_the_seed_only() {
     let _: Tensor<Rank1<100>, f32, Cpu> = dev.sample_normal();
     assert_eq!(png("b.png", 7), first);
     assert_ne!(png("c.png", 8), first);
+}
+
+/// A model whose loss is NaN (its weights poisoned, as a diverged step leaves them): every step
+/// is skipped and counted in the metrics, the epoch's NaN validation bpd never becomes `best`,
+/// and after `max_bad_steps` bad steps in a row training stops with `Diverged`, naming the last
+/// checkpoint, which is left as it was and loads.
+#[test]
+fn non_finite_losses_are_skipped_counted_never_best_and_stop_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir(tmp.path().join("run"));
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &config(1), &dir, false, false).unwrap();
+    let root = dir.checkpoints();
+    let good = checkpoint::resolve(&root, "best").unwrap();
+    let good_bpd = checkpoint::read_meta(&root, "best")
+        .unwrap()
+        .val_bpd
+        .unwrap();
+    assert!(good_bpd.is_finite());
+
+    // Poison the checkpoint's weights: one scaling factor NaN makes every loss NaN.
+    let weights_file = good.join("model.safetensors");
+    let (_, mut poisoned) = fresh();
+    checkpoint::load_weights(&weights_file, &mut poisoned).unwrap();
+    let factor = &mut poisoned.flows.0 .1.scaling_factor;
+    *factor = factor.clone().try_mul(f32::NAN).unwrap();
+    poisoned.save_safetensors(&weights_file).unwrap();
+
+    // Epoch 2: four steps, all skipped; fewer than `max_bad_steps`, so the epoch finishes.
+    let patient = TrainConfig {
+        max_bad_steps: 100,
+        ..config(2)
+    };
+    let (dev, mut model) = fresh();
+    run(&mut model, &dev, &patient, &dir, true, false).unwrap();
+    let metrics: Vec<EpochMetrics> = std::fs::read_to_string(dir.metrics())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 2);
+    assert_eq!(metrics[0].skipped_steps, 0);
+    assert_eq!(metrics[1].skipped_steps, 4);
+    assert!(metrics[1].train_bpd.is_nan() && metrics[1].val_bpd.is_nan());
+    let last = checkpoint::read_meta(&root, "last").unwrap();
+    assert_eq!((last.epoch, last.skipped_steps), (2, 4));
+    // A NaN is written to JSON as null, which reads back as no value.
+    assert!(last.val_bpd.is_none_or(f64::is_nan));
+    assert_eq!(
+        last.best_val_bpd,
+        Some(good_bpd),
+        "a NaN bpd became the best"
+    );
+    assert_eq!(
+        checkpoint::resolve(&root, "best").unwrap(),
+        good,
+        "best moved to a NaN epoch"
+    );
+
+    // Epochs 3 and 4 with `max_bad_steps` 6: epoch 3 (4 bad steps) finishes and is saved, the
+    // second step of epoch 4 is the sixth bad one in a row: stop, nothing more written.
+    let strict = TrainConfig {
+        max_bad_steps: 6,
+        ..config(4)
+    };
+    let (dev, mut model) = fresh();
+    let err = run(&mut model, &dev, &strict, &dir, true, false).unwrap_err();
+    let last_dir = checkpoint::resolve(&root, "last").unwrap();
+    match &err {
+        TrainError::Diverged {
+            bad_steps,
+            last_checkpoint,
+        } => {
+            assert_eq!(*bad_steps, 6);
+            assert_eq!(last_checkpoint.as_ref(), Some(&last_dir));
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+    assert!(err.to_string().contains("lower learning rate"), "{err}");
+    let (_, mut reloaded) = fresh();
+    let (_, meta) = checkpoint::load(&root, "last", "tiny", &mut reloaded).unwrap();
+    assert_eq!((meta.epoch, meta.epoch_step, meta.skipped_steps), (3, 0, 8));
+    assert_eq!(checkpoint::resolve(&root, "best").unwrap(), good);
+    let lines = std::fs::read_to_string(dir.metrics())
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 3, "the diverged epoch wrote a metrics line");
 }

@@ -81,6 +81,9 @@ fn channel_coupling_inverts_and_has_the_right_log_det() {
     let mut layer = dev.build_module::<ChannelCoupling<4, 2, 2, 4, true, f64, Dev>, f64>();
     perturb_params(&mut layer, 0.3).unwrap();
     check_bijection(&layer, &dev);
+    let mut other = dev.build_module::<ChannelCoupling<4, 2, 2, 4, false, f64, Dev>, f64>();
+    perturb_params(&mut other, 0.3).unwrap();
+    check_bijection(&other, &dev);
 }
 
 #[test]

@@ -773,3 +773,56 @@ fn results_table_is_the_tutorials() {
     let width = lines[0].len();
     assert!(lines.iter().all(|l| l.len() == width), "{text}");
 }
+
+/// `sample` end to end: the PNG is the library's samples from the same seed, laid out as a grid
+/// of the right size; the same seed gives the same file, another seed another picture.
+#[test]
+fn sample_writes_the_seeded_samples_as_a_png_grid() {
+    let weights = saved::<Simple>();
+    let tmp = tempfile::tempdir().unwrap();
+    let png = |name: &str, seed: &str| {
+        let out = tmp.path().join(name);
+        run_simple(&[
+            &"sample",
+            &"--checkpoint",
+            &weights.path(),
+            &"--n",
+            &"10",
+            &"--seed",
+            &seed,
+            &"--out",
+            &out,
+        ])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        out
+    };
+    let (a, b, c) = (png("a.png", "5"), png("b.png", "5"), png("c.png", "6"));
+    let grid = open_gray(&a);
+    // 10 images, 8 per row: 2 rows.
+    assert_eq!(grid.dimensions(), grid_size(2, 8));
+    assert_not_constant(&grid, "samples");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+
+    // Each cell is the library's sample from the device seeded the same way.
+    let dev = Cpu::seed_from_u64(5);
+    let mut model = Simple::build(&dev).unwrap();
+    dfdx_flows::checkpoint::load_weights(&weights.path().join("model.safetensors"), &mut model)
+        .unwrap();
+    let samples = model
+        .sample(&dev, 10, None, &mut FlowCtx::default())
+        .unwrap()
+        .as_vec();
+    assert!(samples
+        .iter()
+        .all(|v| (0.0..=255.0).contains(v) && v.fract() == 0.0));
+    for i in 0..10 {
+        let expected: Vec<u8> = samples[i * 784..(i + 1) * 784]
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(cell(&grid, i / 8, i % 8), expected, "sample {i}");
+    }
+    // The padding is the grid's grey.
+    assert_eq!(grid.get_pixel(0, 0).0[0], 128);
+}

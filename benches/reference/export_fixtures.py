@@ -118,6 +118,24 @@ def log_px(model, images, noise, f64=False):
     return out
 
 
+def bpd_grads(model, images, noise):
+    """Gradients of the mean bpd of `images` (the training loss, the tutorial's
+    _get_likelihood(imgs)) with respect to every parameter, in float64 with the given noise."""
+    model = copy.deepcopy(model).double()
+    model.zero_grad()
+    with tf.float64_mode(), fixed_rand_like(noise) as calls:
+        loss = model._get_likelihood(images)
+        loss.backward()
+    assert calls[0] == 1, f"torch.rand_like called {calls[0]} times, expected exactly 1"
+    assert loss.dtype == torch.float64 and loss.dim() == 0
+    grads = {}
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert (p.grad != 0).any(), f"{name}: zero gradient"
+        grads[name] = p.grad.detach().contiguous().clone()
+    return loss.detach(), grads
+
+
 def sample(model, z_init, f64=False):
     if f64:
         model = copy.deepcopy(model).double()
@@ -239,6 +257,13 @@ def main():
             os.path.join(args.out, f"{kind}_inputs.safetensors"),
             metadata=dict(meta_common, kind=kind, noise_seed=str(SEED_NOISE)),
         )
+        loss64, grads64 = bpd_grads(model, images, noise)
+        assert abs(loss64.item() - bpd64.mean().item()) < 1e-12, (loss64, bpd64.mean())
+        save_file(
+            dict(grads64, mean_bpd=loss64.reshape(1)),
+            os.path.join(args.out, f"{kind}_grads.safetensors"),
+            metadata=dict(meta_common, kind=kind, loss="mean bpd of the 8 images (float64)"),
+        )
         rel = ((lp32.double() - lp64).abs() / lp64.abs()).max().item()
         report[kind] = {
             "num_params": tf.num_params(model),
@@ -247,6 +272,8 @@ def main():
             "bpd_f64": bpd64.tolist(),
             "max_abs_diff_f32_f64": (lp32.double() - lp64).abs().max().item(),
             "max_rel_diff_f32_f64": rel,
+            "mean_bpd_f64": loss64.item(),
+            "grad_norms_f64": {n: g.norm().item() for n, g in list(grads64.items())[:3]},
         }
 
         if kind == "simple":

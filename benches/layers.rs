@@ -27,7 +27,7 @@ const BATCH: usize = 128;
 
 fn device() -> Dev {
     alloc::keep_freed_memory();
-    dfdx_flows::cli::cpu_device(0)
+    dfdx_flows::device::cpu_device(0)
 }
 
 /// Forward (no tape) and forward + backward (a sum of outputs and log-determinants as the

@@ -130,7 +130,7 @@ fn peak_rss() -> u64 {
 
 /// In a fresh process: build the model, run a warm-up and one training step, report the peak.
 fn rss_child(name: &str, batch: usize) {
-    let dev = dfdx_flows::cli::cpu_device(0);
+    let dev = dfdx_flows::device::cpu_device(0);
     let x = images(&dev, batch);
     let before = peak_rss();
     let mut adam = Adam::new(1e-3);
@@ -187,7 +187,7 @@ fn main() {
         .filter(|a| ["simple", "vardeq", "multiscale"].contains(a))
         .collect();
     let wanted = |name: &str| models.is_empty() || models.contains(&name);
-    let dev = dfdx_flows::cli::cpu_device(0);
+    let dev = dfdx_flows::device::cpu_device(0);
     if !opts.json {
         println!("threads: {}", rayon::current_num_threads());
     }

@@ -15,18 +15,34 @@
 use dfdx::prelude::*;
 
 /// Why a device could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum DeviceError {
     /// CUDA was asked for, but this build has no CUDA support.
-    #[error("this program was built without CUDA support: rebuild it with `--features cuda`, or use `--device cpu`")]
     NotBuilt,
     /// CUDA was asked for, but no GPU answered.
-    #[error("CUDA is not available: {0} (use `--device cpu` to run on the CPU)")]
     Unavailable(String),
 }
 
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotBuilt => f.write_str(
+                "this program was built without CUDA support: rebuild it with `--features cuda`, \
+                 or use `--device cpu`",
+            ),
+            Self::Unavailable(why) => write!(
+                f,
+                "CUDA is not available: {why} (use `--device cpu` to run on the CPU)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
 /// The device a user asks for (`--device` on the command line).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum DeviceChoice {
     /// The GPU when the program is built with feature `cuda` and a GPU answers, else the CPU
     /// (with a one-line notice if the program was built for CUDA).
@@ -107,6 +123,12 @@ impl OpenDevice for Cpu {
         dfdx::flush_denormals_to_zero();
         Ok(Cpu::seed_from_u64(seed))
     }
+}
+
+/// The CPU device as the examples use it: seeded, denormals flushed (see
+/// [`OpenDevice`] for `Cpu`).
+pub fn cpu_device(seed: u64) -> Cpu {
+    <Cpu as OpenDevice>::open(seed).expect("the CPU is always available")
 }
 
 /// cudarc's device behind `dev`. dfdx keeps it private; a buffer it allocates (one byte) leads

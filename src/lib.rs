@@ -30,8 +30,10 @@
 #![allow(clippy::type_complexity)]
 
 pub mod chain;
+#[cfg(feature = "charts")]
 pub mod charts;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod device;

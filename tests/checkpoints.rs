@@ -467,3 +467,98 @@ fn non_finite_losses_are_skipped_counted_never_best_and_stop_the_run() {
         .count();
     assert_eq!(lines, 3, "the diverged epoch wrote a metrics line");
 }
+
+/// An observer of one's own sees every step, epoch and checkpoint, and stops the run cleanly:
+/// a checkpoint at the step it asked, then `Interrupted`; resuming finishes the run.
+#[test]
+fn an_observer_sees_the_run_and_can_stop_it() {
+    use dfdx_flows::train::{train_with, RunStart, StepReport, TrainObserver};
+    #[derive(Default)]
+    struct Watch {
+        starts: Vec<RunStart>,
+        steps: Vec<(usize, usize)>,
+        epochs: Vec<(usize, bool)>,
+        checkpoints: Vec<std::path::PathBuf>,
+        finished: usize,
+        stop_after: usize,
+    }
+    impl TrainObserver for Watch {
+        fn started(&mut self, start: &RunStart) {
+            self.starts.push(start.clone());
+        }
+        fn step(&mut self, step: &StepReport) {
+            assert!(step.bpd.is_finite() && !step.skipped);
+            assert!(step.images_per_sec > 0.0);
+            self.steps.push((step.epoch, step.epoch_step));
+        }
+        fn epoch(&mut self, metrics: &EpochMetrics, best: bool) {
+            self.epochs.push((metrics.epoch, best));
+        }
+        fn checkpoint(&mut self, dir: &std::path::Path) {
+            self.checkpoints.push(dir.to_path_buf());
+        }
+        fn finished(&mut self) {
+            self.finished += 1;
+        }
+        fn should_stop(&mut self) -> bool {
+            self.steps.len() == self.stop_after
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir(tmp.path().join("run"));
+    let (train_px, val_px) = (data(64, 0), data(16, 7));
+    let flag = AtomicBool::new(false);
+    let (dev, mut model) = fresh();
+    let mut watch = Watch {
+        stop_after: 6,
+        ..Watch::default()
+    };
+    let err = train_with(
+        &mut model,
+        "tiny",
+        &dev,
+        &train_px,
+        &val_px,
+        &config(2),
+        &dir,
+        false,
+        &flag,
+        &mut watch,
+    )
+    .unwrap_err();
+    let TrainError::Interrupted(stopped_at) = err else {
+        panic!("expected a clean stop, got {err:?}")
+    };
+    assert_eq!(
+        watch.steps,
+        [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2)]
+    );
+    assert_eq!(watch.epochs, [(1, true)]);
+    assert_eq!(watch.checkpoints.len(), 2);
+    assert_eq!(watch.checkpoints[1], stopped_at);
+    assert_eq!(watch.finished, 1);
+    assert_eq!(watch.starts[0].resumed_from, None);
+    let meta = checkpoint::read_meta(&dir.checkpoints(), "last").unwrap();
+    assert_eq!((meta.epoch, meta.epoch_step), (1, 2));
+
+    let mut resumed = Watch::default();
+    let (dev, mut model) = fresh();
+    train_with(
+        &mut model,
+        "tiny",
+        &dev,
+        &train_px,
+        &val_px,
+        &config(2),
+        &dir,
+        true,
+        &flag,
+        &mut resumed,
+    )
+    .unwrap();
+    assert_eq!(resumed.starts[0].epochs_done, 1);
+    assert_eq!(resumed.starts[0].epoch_step, 2);
+    assert_eq!(resumed.starts[0].resumed_from.as_ref(), Some(&stopped_at));
+    assert_eq!(resumed.steps, [(2, 3), (2, 4)]);
+    assert_eq!(resumed.epochs.len(), 1);
+}

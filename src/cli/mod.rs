@@ -12,13 +12,15 @@
 //! cargo run --release --example vardeq -- dequant-hist --checkpoint runs/vardeq --out hist.png
 //! cargo run --release --example simple -- charts --out-dir charts --checkpoint runs/simple
 //! ```
+pub mod progress;
+
 use crate::checkpoint::{self, load_weights};
 use crate::data::{Mnist, Split};
 use crate::device::{DeviceChoice, DeviceError, OpenDevice, Resolved};
 use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo};
 use crate::model::ImageFlow;
 use crate::shape::Img;
-use crate::train::{evaluate_bpd, train, RunDir, TrainConfig, TrainError};
+use crate::train::{evaluate_bpd, train_with, RunDir, TrainConfig, TrainError};
 use crate::viz::{save_grid, to_bytes, GridStyle};
 use crate::{FlowDevice, FlowDtype};
 use clap::{Args, Parser, Subcommand};
@@ -187,11 +189,7 @@ impl Default for TrainArgs {
     }
 }
 
-/// The CPU device as the examples use it: seeded, denormals flushed (see
-/// [`OpenDevice`] for `Cpu`).
-pub fn cpu_device(seed: u64) -> Cpu {
-    <Cpu as OpenDevice>::open(seed).expect("the CPU is always available")
-}
+pub use crate::device::cpu_device;
 
 /// A model as the command line runs it: how to build it on any device.
 ///
@@ -563,7 +561,7 @@ where
         args.batch_size,
         out.display()
     );
-    match train(
+    match train_with(
         &mut model,
         name,
         &dev,
@@ -572,7 +570,8 @@ where
         &config,
         &RunDir(out.clone()),
         args.resume,
-        interrupt,
+        &interrupt,
+        progress::CliProgress::for_stderr(),
     ) {
         Ok(history) => {
             if let Some(last) = history.last() {

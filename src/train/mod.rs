@@ -1,6 +1,7 @@
 //! Training: the tutorial's recipe (Adam 1e-3, StepLR ×0.99 per epoch, batch 128, loss = bpd)
-//! with progress bars, per-epoch metrics, samples and atomic checkpoints, NaN guards, Ctrl-C
-//! handling and exact resume.
+//! with per-epoch metrics, samples and atomic checkpoints, NaN guards, a clean stop on request
+//! and exact resume. What happens is reported to a [`TrainObserver`]; the command line adds
+//! progress bars and Ctrl-C handling.
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, EpochProgress};
 use crate::flow::{Flow, FlowCtx, ImgShape};
 use crate::model::ImageFlow;
@@ -8,7 +9,6 @@ use crate::optim::{Adam, UpdateOutcome};
 use crate::viz::{save_grid, to_bytes, GridStyle};
 use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::prelude::*;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod observer;
+pub use observer::{
+    epoch_line, resume_line, short_duration, step_line, EpochLog, PlainProgress, RunStart,
+    StepReport, TrainObserver,
+};
 
 /// How to train.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -234,6 +240,7 @@ pub fn evaluate_bpd<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
 /// Trains `model` on `train` images (u8, image after image) and validates on `val`, writing
 /// into `run`. With `resume`, continues from `run`'s last checkpoint. Returns the metrics of
 /// the epochs run. `interrupt` is polled after every step (set it from a Ctrl-C handler).
+/// Reports to standard error with [`EpochLog`]; [`train_with`] takes an observer of one's own.
 #[allow(clippy::too_many_arguments)]
 pub fn train<E, D, F>(
     model: &mut ImageFlow<F>,
@@ -245,6 +252,65 @@ pub fn train<E, D, F>(
     run: &RunDir,
     resume: bool,
     interrupt: Arc<AtomicBool>,
+) -> Result<Vec<EpochMetrics>, TrainError>
+where
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    F: Flow<E, D>,
+{
+    train_with(
+        model, model_name, dev, train, val, config, run, resume, &interrupt, EpochLog,
+    )
+}
+
+/// [`train`] reporting to `observer`, which sees every step, epoch and checkpoint and can stop
+/// the run cleanly ([`TrainObserver::should_stop`]), as setting `interrupt` does.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with<E, D, F>(
+    model: &mut ImageFlow<F>,
+    model_name: &str,
+    dev: &D,
+    train: &[u8],
+    val: &[u8],
+    config: &TrainConfig,
+    run: &RunDir,
+    resume: bool,
+    interrupt: &AtomicBool,
+    mut observer: impl TrainObserver,
+) -> Result<Vec<EpochMetrics>, TrainError>
+where
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    F: Flow<E, D>,
+{
+    let result = run_training(
+        model,
+        model_name,
+        dev,
+        train,
+        val,
+        config,
+        run,
+        resume,
+        interrupt,
+        &mut observer,
+    );
+    observer.finished();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_training<E, D, F>(
+    model: &mut ImageFlow<F>,
+    model_name: &str,
+    dev: &D,
+    train: &[u8],
+    val: &[u8],
+    config: &TrainConfig,
+    run: &RunDir,
+    resume: bool,
+    interrupt: &AtomicBool,
+    observer: &mut dyn TrainObserver,
 ) -> Result<Vec<EpochMetrics>, TrainError>
 where
     E: FlowDtype,
@@ -290,11 +356,10 @@ where
                 check_same_batches(&saved, config)?;
             }
             if saved.lr != config.lr {
-                eprintln!(
-                    "note: the learning rate is now {} (the run had {}); the schedule continues \
-                     from it",
+                observer.note(&format!(
+                    "the learning rate is now {} (the run had {}); the schedule continues from it",
                     config.lr, saved.lr
-                );
+                ));
             }
         }
         adam = a;
@@ -304,25 +369,20 @@ where
             ..m
         };
         last_checkpoint = Some(checkpoint::resolve(&ckpt_root, tag)?);
-        eprintln!(
-            "resuming from epoch {} step {} ({})",
-            meta.epoch,
-            meta.step,
-            last_checkpoint.as_ref().unwrap().display()
-        );
     }
 
     std::fs::create_dir_all(run.0.join("samples"))
         .map_err(|e| TrainError::Io(run.0.clone(), e.to_string()))?;
     reconcile_metrics(&run.metrics(), meta.epoch)?;
 
-    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let epochs_bar = multi.add(ProgressBar::new(config.epochs as u64));
-    epochs_bar.set_style(
-        ProgressStyle::with_template("epochs {bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}")
-            .expect("template"),
-    );
-    epochs_bar.set_position(meta.epoch as u64);
+    observer.started(&RunStart {
+        epochs_done: meta.epoch,
+        epoch_step: meta.epoch_step,
+        step: meta.step,
+        epochs: config.epochs,
+        steps_per_epoch,
+        resumed_from: last_checkpoint.clone(),
+    });
     let mut history = Vec::new();
     let mut bad_in_a_row = 0u64;
     let mut grads = model.alloc_grads();
@@ -331,15 +391,6 @@ where
         let epoch = meta.epoch + 1;
         adam.lr = config.lr * config.lr_decay.powi(meta.epoch as i32);
         let order = epoch_order(config.seed, meta.epoch, n_train);
-        let bar = multi.add(ProgressBar::new(steps_per_epoch as u64));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} {bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}",
-            )
-            .expect("template"),
-        );
-        bar.set_prefix(epoch.to_string());
-        bar.set_position(meta.epoch_step as u64);
         let started = Instant::now();
         // Totals of the steps done before an interruption, if this epoch is resumed.
         let before = meta.epoch_progress;
@@ -388,23 +439,31 @@ where
                     bad_in_a_row += 1;
                     skipped += 1;
                     meta.skipped_steps += 1;
-                    if bad_in_a_row >= config.max_bad_steps {
-                        bar.abandon();
-                        return Err(TrainError::Diverged {
-                            bad_steps: bad_in_a_row,
-                            last_checkpoint,
-                        });
-                    }
                 }
             }
-            bar.set_position(meta.epoch_step as u64);
-            let rate = images_done as f64 / seconds_so_far();
-            bar.set_message(format!(
-                "train bpd {:.3} | {rate:.0} img/s",
-                bpd_sum / applied.max(1) as f64
-            ));
-            if interrupt.load(Ordering::SeqCst) {
-                bar.abandon();
+            let seconds = seconds_so_far();
+            observer.step(&StepReport {
+                epoch,
+                epoch_step: meta.epoch_step,
+                steps_per_epoch,
+                epochs: config.epochs,
+                bpd: value,
+                skipped: outcome == UpdateOutcome::SkippedNonFinite,
+                epoch_bpd: if applied == 0 {
+                    f64::NAN
+                } else {
+                    bpd_sum / applied as f64
+                },
+                images_per_sec: images_done as f64 / seconds,
+                epoch_seconds: seconds,
+            });
+            if bad_in_a_row >= config.max_bad_steps {
+                return Err(TrainError::Diverged {
+                    bad_steps: bad_in_a_row,
+                    last_checkpoint,
+                });
+            }
+            if interrupt.load(Ordering::SeqCst) || observer.should_stop() {
                 meta.epoch_progress = EpochProgress {
                     bpd_sum,
                     applied,
@@ -413,10 +472,10 @@ where
                     seconds: seconds_so_far(),
                 };
                 let dir = checkpoint::save(&ckpt_root, &["last"], model, &adam, &meta)?;
+                observer.checkpoint(&dir);
                 return Err(TrainError::Interrupted(dir));
             }
         }
-        bar.finish_and_clear();
         let val_bpd = evaluate_bpd(model, dev, val, 256, config.seed)?;
         meta.epoch = epoch;
         meta.epoch_step = 0;
@@ -456,20 +515,12 @@ where
             &serde_json::to_string(&metrics).expect("serializable"),
         )?;
         checkpoint::fault_point("epoch: metrics");
-        last_checkpoint = Some(checkpoint::save(&ckpt_root, tags, model, &adam, &meta)?);
-        epochs_bar.set_position(epoch as u64);
-        epochs_bar.set_message(format!("val bpd {val_bpd:.3}"));
-        multi.suspend(|| {
-            eprintln!(
-                "epoch {epoch}: train bpd {:.4}, val bpd {val_bpd:.4}, {seconds:.0} s, {:.0} img/s{}",
-                metrics.train_bpd,
-                metrics.images_per_sec,
-                if improved { " (best)" } else { "" }
-            )
-        });
+        let dir = checkpoint::save(&ckpt_root, tags, model, &adam, &meta)?;
+        observer.checkpoint(&dir);
+        last_checkpoint = Some(dir);
+        observer.epoch(&metrics, improved);
         history.push(metrics);
     }
-    epochs_bar.finish();
     Ok(history)
 }
 

@@ -3,10 +3,9 @@
 //! dfdx's `Adam` keeps its step count and moments private (DESIGN.md §7.10), so they cannot be
 //! checkpointed. This one keeps them on the host in f64 (1.7 M parameters: 27 MB), in the
 //! visiting order of the model's trainable tensors, and saves them by tensor name.
+use crate::params::named_gradients;
 use crate::{FlowDevice, FlowDtype};
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
-};
+use dfdx::nn::tensor_collection::{RecursiveWalker, TensorVisitor, ViewTensorMut};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -45,34 +44,6 @@ pub enum UpdateOutcome {
     Applied,
     /// A gradient was NaN or infinite: nothing was changed.
     SkippedNonFinite,
-}
-
-struct GradCollector<'a, E: Dtype, D: Storage<E>> {
-    grads: &'a Gradients<E, D>,
-    out: Vec<(String, Vec<f64>)>,
-}
-
-impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for GradCollector<'_, E, D> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = D::Err;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        (t, name): (&Tensor<S, E, D>, String),
-    ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
-        if opts.do_gradient_update {
-            // `copy_into` copies the storage (parameters and their gradients are contiguous);
-            // `as_vec` would walk the tensor index by index.
-            let mut g = vec![E::default(); t.shape().num_elements()];
-            self.grads.get(t).copy_into(&mut g);
-            self.out
-                .push((name, g.into_iter().map(|v| v.to_f64().unwrap()).collect()));
-        }
-        Ok(None)
-    }
 }
 
 struct Applier<'a> {
@@ -174,16 +145,8 @@ impl Adam {
         model: &mut M,
         grads: &Gradients<E, D>,
     ) -> Result<UpdateOutcome, D::Err> {
-        let mut collector = GradCollector {
-            grads,
-            out: Vec::new(),
-        };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (&*model, String::new()),
-            f: &mut collector,
-        })?;
-        if collector
-            .out
+        let collected = named_gradients(&*model, grads)?;
+        if collected
             .iter()
             .any(|(_, g)| g.iter().any(|v| !v.is_finite()))
         {
@@ -192,7 +155,7 @@ impl Adam {
         self.step += 1;
         let mut applier = Applier {
             adam: self,
-            grads: collector.out.into_iter(),
+            grads: collected.into_iter(),
             visited: 0,
         };
         M::iter_tensors(&mut RecursiveWalker {

@@ -61,6 +61,52 @@ pub fn tensor_entries<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>
     collector.0
 }
 
+struct GradCollector<'a, E: Dtype, D: Storage<E>> {
+    grads: &'a Gradients<E, D>,
+    out: Vec<(String, Vec<f64>)>,
+}
+
+impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for GradCollector<'_, E, D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        (t, name): (&Tensor<S, E, D>, String),
+    ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
+        if opts.do_gradient_update {
+            // `copy_into` copies the storage (parameters and their gradients are contiguous);
+            // `as_vec` would walk the tensor index by index.
+            let mut g = vec![E::default(); t.shape().num_elements()];
+            self.grads.get(t).copy_into(&mut g);
+            self.out
+                .push((name, g.into_iter().map(|v| v.to_f64().unwrap()).collect()));
+        }
+        Ok(None)
+    }
+}
+
+/// The gradient of every trainable tensor of `model` in `grads`, by checkpoint name, as f64,
+/// in visiting order (what [`Adam`](crate::optim::Adam) updates with; also for comparing
+/// gradients with another implementation's).
+pub fn named_gradients<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+    model: &M,
+    grads: &Gradients<E, D>,
+) -> Result<Vec<(String, Vec<f64>)>, D::Err> {
+    let mut collector = GradCollector {
+        grads,
+        out: Vec::new(),
+    };
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut collector,
+    })?;
+    Ok(collector.out)
+}
+
 struct Perturb {
     scale: f64,
 }

@@ -7,10 +7,9 @@
 //! with no renaming and getting the same numbers shows that the layers, masks, names and
 //! likelihood bookkeeping are the tutorial's.
 use ::safetensors::tensor::{Dtype as StDtype, SafeTensors};
-use dfdx::nn::tensor_collection::{RecursiveWalker, TensorVisitor, ViewTensorName, ViewTensorRef};
 use dfdx::prelude::*;
 use dfdx_flows::checkpoint::load_weights;
-use dfdx_flows::params::tensor_entries;
+use dfdx_flows::params::{named_gradients, tensor_entries};
 use dfdx_flows::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -367,32 +366,6 @@ fn loglik_command_matches_the_library_and_pytorch() {
     assert!(format!("{err:?}").contains("tensor"), "{err:?}");
 }
 
-/// Collects the gradient of every trainable tensor, by name, as f64.
-struct GradCollector<'a, E: Dtype, D: Device<E>> {
-    grads: &'a Gradients<E, D>,
-    out: Vec<(String, Vec<f64>)>,
-}
-
-impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for GradCollector<'_, E, D> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = D::Err;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        (t, name): (&Tensor<S, E, D>, String),
-    ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
-        if opts.do_gradient_update {
-            let g = self.grads.get(t).as_vec();
-            self.out
-                .push((name, g.into_iter().map(|v| v.to_f64().unwrap()).collect()));
-        }
-        Ok(None)
-    }
-}
-
 /// The mean bpd of `images` with fixed `noise` (the training loss) and its gradient with
 /// respect to every parameter of `flow`.
 fn bpd_gradients<E: FlowDtype, F: Flow<E, Dev, In = Img<1, 28, 28>>>(
@@ -412,16 +385,7 @@ where
     let loss = flow.bpd(x.traced(grads), &mut ctx).unwrap();
     let value = loss.array().to_f64().unwrap();
     let grads = loss.backward();
-    let mut collector = GradCollector {
-        grads: &grads,
-        out: Vec::new(),
-    };
-    <ImageFlow<F> as TensorCollection<E, Dev>>::iter_tensors(&mut RecursiveWalker {
-        m: (flow, String::new()),
-        f: &mut collector,
-    })
-    .unwrap();
-    (value, collector.out)
+    (value, named_gradients(flow, &grads).unwrap())
 }
 
 /// `‖ours − theirs‖ / ‖theirs‖`.

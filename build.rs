@@ -3,10 +3,10 @@
 //! - `dims.rs`: the literal dimension impls of `src/shape.rs` (`Halve`, `Double`, `Quadruple`,
 //!   and the squeeze/split traits whose error messages name the offending size). Literal impls
 //!   (`impl Halve for Const<28> { type Output = Const<14>; }`) keep `cargo check` fast:
-//!   DESIGN.md §2 measured 0.6 s for 3,072 literal impls against 4.6 s for the same via const
+//!   docs/ARCHITECTURE.md §2 measured 0.6 s for 3,072 literal impls against 4.6 s for the same via const
 //!   arithmetic in a macro.
 //! - `chain.rs`: the `TensorCollection` and `Flow` impls of `Chain` for tuples of 1 to `MAX_CHAIN` layers (`src/chain.rs`).
-//! - with feature `cuda`: PTX of dfdx's run-time kernels (`src/nn/dfdx_kernels/README.md`),
+//! - with feature `cuda`: PTX of dfdx's run-time kernels (`src/cuda/dfdx_kernels/README.md`),
 //!   compiled with `nvcc` for `sm_$CUDA_COMPUTE_CAP` (else the compute capability that
 //!   `nvidia-smi` reports), as dfdx compiles its own kernels.
 use std::fmt::Write;
@@ -33,7 +33,7 @@ fn main() {
     }
 }
 
-/// The kernels of `src/nn/dfdx_kernels/` as `OUT_DIR/dfdx_kernels/{name}_{float,double}.ptx`.
+/// The kernels of `src/cuda/dfdx_kernels/` as `OUT_DIR/dfdx_kernels/{name}_{float,double}.ptx`.
 fn dfdx_kernels_ptx(out: &std::path::Path) {
     const KERNELS: [&str; 5] = [
         "reshape_fwd",
@@ -42,7 +42,7 @@ fn dfdx_kernels_ptx(out: &std::path::Path) {
         "concat_bwd",
         "stack_bwd",
     ];
-    let src = std::path::Path::new("src/nn/dfdx_kernels");
+    let src = std::path::Path::new("src/cuda/dfdx_kernels");
     let dir = out.join("dfdx_kernels");
     std::fs::create_dir_all(&dir).unwrap();
     println!("cargo:rerun-if-changed={}", src.display());
@@ -292,7 +292,7 @@ fn chains() -> String {
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {{
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {{
 {forward}        Ok((x, ldj))
     }}
 
@@ -300,7 +300,7 @@ fn chains() -> String {
         &self,
         z: Tensor<Self::Out, E, D>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err> {{
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {{
 {inverse}        Ok(z)
     }}
 

@@ -114,7 +114,7 @@ fn network(c: &mut Criterion) {
     type Net = GatedConvNet<Const<1>, Const<32>, Const<2>, f32, Dev>;
     let dev = device();
     let mut net = dev.build_module::<Net, f32>();
-    dfdx_flows::params::perturb_params(&mut net, 0.1).unwrap();
+    dfdx_flows::testing::perturb_params(&mut net, 0.1).unwrap();
     let x: Tensor<(usize, Const<1>, Const<28>, Const<28>), f32, Dev> =
         dev.sample_normal_like(&(BATCH, Const, Const, Const));
     let mut group = c.benchmark_group("gated conv net 1->32->2 28x28");

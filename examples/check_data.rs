@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dfdx_flows::data::{resolve_data_dir, Mnist, Split};
+use dfdx_flows::data::{resolve_data_dir, Mnist, Subset};
 
 fn mean(pixels: impl Iterator<Item = u8>) -> f64 {
     let (sum, n) = pixels.fold((0u64, 0u64), |(s, n), p| (s + u64::from(p), n + 1));
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             mean(set.pixels().iter().copied()),
         );
     }
-    for split in Split::ALL {
+    for split in Subset::ALL {
         let v = mnist.split(split);
         let (flat, n) = mnist.split_f32(split);
         let mean_f32 = flat.iter().map(|&p| f64::from(p)).sum::<f64>() / flat.len() as f64;
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             &mnist.split_indices(split)[..5],
         );
     }
-    let batch = mnist.batch(Split::Train, &[0, 1, 2, 3]);
+    let batch = mnist.batch(Subset::Train, &[0, 1, 2, 3]);
     println!(
         "batch of 4 train images: {} values, max {}",
         batch.len(),

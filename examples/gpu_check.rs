@@ -28,8 +28,8 @@ use dfdx_flows::checkpoint::load_weights;
 use dfdx_flows::cli::{log_likelihoods, CliDevice, CliModel, Multiscale, Simple, VarDeq};
 use dfdx_flows::device::{DeviceChoice, OpenDevice, Resolved};
 use dfdx_flows::optim::Adam;
-use dfdx_flows::params::perturb_params;
 use dfdx_flows::prelude::*;
+use dfdx_flows::testing::perturb_params;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -123,6 +123,7 @@ fn check<M: CliModel, D: CliDevice + Synchronize>(
     args: &Args,
 ) -> Result<Report, String> {
     let err = |what: &'static str| move |e: D::Err| format!("{name}: {what}: {e:?}");
+    let ferr = |what: &'static str| move |e: FlowError<D::Err>| format!("{name}: {what}: {e:?}");
     let dev = D::open(0).map_err(|e| e.to_string())?;
     let cpu = Cpu::open(0).map_err(|e| e.to_string())?;
 
@@ -144,7 +145,7 @@ fn check<M: CliModel, D: CliDevice + Synchronize>(
         .map(|v| v as f32 / (1u32 << 24) as f32)
         .collect();
     let on_cpu = log_likelihoods(&reference, &cpu, &x, &noise).map_err(|e| format!("{e:?}"))?;
-    let on_dev = log_likelihoods(&model, &dev, &x, &noise).map_err(err("log p(x)"))?;
+    let on_dev = log_likelihoods(&model, &dev, &x, &noise).map_err(ferr("log p(x)"))?;
     let max_rel_diff = on_cpu
         .iter()
         .zip(&on_dev)
@@ -167,11 +168,11 @@ fn check<M: CliModel, D: CliDevice + Synchronize>(
     };
     let bpd_64 = timed(&mut || {
         let bpd = model.bpd(x64.clone(), &mut FlowCtx::default());
-        bpd.map(|b| drop(b.as_vec())).map_err(err("bpd"))
+        bpd.map(|b| drop(b.as_vec())).map_err(ferr("bpd"))
     })?;
     let sample_64 = timed(&mut || {
         let s = model.sample(&dev, 64, None, &mut FlowCtx::default());
-        s.map(|s| drop(s.as_vec())).map_err(err("sample"))
+        s.map(|s| drop(s.as_vec())).map_err(ferr("sample"))
     })?;
     Ok(Report {
         model: name.to_string(),
@@ -198,6 +199,7 @@ fn time_training<M: CliModel, D: CliDevice + Synchronize>(
     args: &Args,
 ) -> Result<(f64, f64), String> {
     let err = |what: &'static str| move |e: D::Err| format!("{name}: {what}: {e:?}");
+    let ferr = |what: &'static str| move |e: FlowError<D::Err>| format!("{name}: {what}: {e:?}");
     let batch = dev
         .try_tensor_from_vec(
             images(args.batch, 3),
@@ -209,7 +211,7 @@ fn time_training<M: CliModel, D: CliDevice + Synchronize>(
     let mut step = |model: &mut ImageFlow<M::Flow<D>>| -> Result<Tensor<Rank0, f32, D>, String> {
         let loss = model
             .bpd(batch.clone().traced(grads.clone()), &mut FlowCtx::default())
-            .map_err(err("forward"))?;
+            .map_err(ferr("forward"))?;
         let (loss, tape) = loss.split_tape();
         let mut g = loss.clone().put_tape(tape).backward();
         adam.update(model, &g)

@@ -7,7 +7,7 @@
 # The NVRTC catch (RECIPE.md): dfdx compiles some kernels with NVRTC at run time, with two include
 # directories baked into the binary as absolute paths of the build machine: the CUDA headers
 # (`CUDA_INCLUDE_DIR`) and dfdx's build OUT_DIR (its .cuh files). Our build compiles those kernels
-# with nvcc and `Cuda::open` loads them (src/nn/dfdx_kernels/README.md), so NVRTC should not run;
+# with nvcc and `Cuda::open` loads them (src/cuda/dfdx_kernels/README.md), so NVRTC should not run;
 # as a fallback, we build with both paths fixed under /tmp, read the exact baked paths back out of
 # the binary, and ship the headers with the bundle; gpu-check.sh recreates those paths before it
 # runs anything.

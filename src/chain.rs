@@ -38,9 +38,11 @@
 //! // (CxHxW), but layer 1 expects 4x14x14
 //! let _ = flow.bpd(x, &mut FlowCtx::default());
 //! ```
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, LayerInfo, Ldj};
 use crate::shape::Img;
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
 /// A flow made of flows, applied in order: `Chain((a, b, c))` runs `a`, then `b`, then `c`.

@@ -20,15 +20,17 @@
 //! until an epoch validates to a finite bpd (a Ctrl-C in the first epoch, a diverged first
 //! epoch) every checkpoint is also `best`; after that, `best` moves only to a lower finite bpd. A kill between any two steps of a save therefore
 //! leaves either the previous pair of pointers or a pair whose `best` is at least as new.
+use crate::atomic_file;
+use crate::dtype::FlowDtype;
+use crate::flow::FlowDevice;
 use crate::optim::{Adam, AdamSlot};
 use crate::params::{tensor_entries, TensorEntry};
-use crate::{FlowDevice, FlowDtype};
 use ::safetensors::tensor::{Dtype as SDtype, SafeTensors, TensorView};
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors, TensorCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -187,36 +189,9 @@ fn fsync_file(path: &Path) -> Result<(), CheckpointError> {
     io(path, fs::File::open(path).and_then(|f| f.sync_all()))
 }
 
-fn fsync_dir(path: &Path) {
-    // Directory fsync makes the rename durable; not supported everywhere, so best effort.
-    if let Ok(d) = fs::File::open(path) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-/// Creates the parent directory if needed. Errors name `path`, not the temporary file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let written = fs::create_dir_all(dir).and_then(|()| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    });
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    io(path, written)?;
-    fsync_dir(dir);
-    Ok(())
+/// [`atomic_file::write_atomic`], with the error naming `path`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    io(path, atomic_file::write_atomic(path, bytes))
 }
 
 fn f64_bytes(values: &[f64]) -> Vec<u8> {
@@ -303,10 +278,10 @@ pub fn save<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
             .expect("serializable")
             .as_bytes(),
     )?;
-    fsync_dir(&tmp_dir);
+    atomic_file::fsync_dir(&tmp_dir);
     fault_point("checkpoint: sidecar");
     io(&final_dir, fs::rename(&tmp_dir, &final_dir))?;
-    fsync_dir(root);
+    atomic_file::fsync_dir(root);
     fault_point("checkpoint: directory renamed");
     let pointer = serde_json::to_vec(&Pointer { dir: name.clone() }).expect("serializable");
     for tag in pointer_order(root, tags, meta.best_val_bpd.is_none()) {

@@ -131,16 +131,6 @@ pub fn cpu_device(seed: u64) -> Cpu {
     <Cpu as OpenDevice>::open(seed).expect("the CPU is always available")
 }
 
-/// cudarc's device behind `dev`. dfdx keeps it private; a buffer it allocates (one byte) leads
-/// to it. Its ordinal and stream tell `Cuda` instances apart.
-#[cfg(feature = "cuda")]
-pub(crate) fn driver_device(
-    dev: &Cuda,
-) -> Result<std::sync::Arc<cudarc::driver::CudaDevice>, CudaError> {
-    let probe: <Cuda as Storage<u8>>::Vec = dev.try_alloc_len(1)?;
-    Ok(probe.device())
-}
-
 /// Loads the kernels that dfdx 0.13 would otherwise compile with NVRTC at run time (`reshape` of
 /// a non-contiguous tensor, `concat_along`, `concat`, `stack`), built into this library by
 /// `nvcc` at build time. [`OpenDevice::open`] does it; call it yourself on a `Cuda` you build.
@@ -157,7 +147,7 @@ pub(crate) fn driver_device(
 /// ```
 #[cfg(feature = "cuda")]
 pub fn prepare_cuda(dev: &Cuda) -> Result<(), DeviceError> {
-    crate::nn::dfdx_kernels::preload(dev)
+    crate::cuda::dfdx_kernels::preload(dev)
         .map_err(|e| DeviceError::Unavailable(format!("loading dfdx's kernels: {e}")))
 }
 

@@ -1,7 +1,18 @@
-//! The [`Flow`] trait, its run-time context [`FlowCtx`], and composition by [`Chain`](crate::Chain).
+//! The [`Flow`] trait, the devices flows run on ([`FlowDevice`]), the run-time context
+//! [`FlowCtx`], and composition by [`Chain`](crate::Chain).
+pub use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::layers::coupling_op::AffineCouplingOps;
+use crate::nn::NetDevice;
 use crate::shape::describe_img;
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
+
+/// The devices flows run on: dfdx's `Cpu` (and `Cuda` with feature `cuda`). Beyond dfdx's
+/// `Device`, the ops of the conditioner networks ([`NetDevice`]: convolution, fused elementwise
+/// ops, the whole network) and the affine coupling transform ([`AffineCouplingOps`]), whose
+/// default methods compose dfdx ops and which the CPU overrides with its own kernels.
+pub trait FlowDevice<E: FlowDtype>: NetDevice<E> + AffineCouplingOps<E> {}
+impl<E: FlowDtype, D: NetDevice<E> + AffineCouplingOps<E>> FlowDevice<E> for D {}
 
 /// The log-determinant accumulator: one value per image of the batch.
 pub type Ldj<E, D, T> = Tensor<(usize,), E, D, T>;
@@ -74,8 +85,8 @@ impl<E> FlowCtx<E> {
     ///
     /// The noise is taken by the next pass through a dequantization layer: for a second
     /// deterministic call, give a new context (`FlowCtx::with_noise(noise.clone())`); a reused
-    /// one draws random noise. A noise of another length panics in that layer (it is a
-    /// programming error, not a device error).
+    /// one draws random noise. Noise of another length, or with a value outside `[0, 1)`, is
+    /// an error ([`FlowError::NoiseLength`], [`FlowError::NoiseValue`]) that leaves it in place.
     pub fn with_noise(noise: Vec<E>) -> Self {
         Self {
             dequant_noise: Some(noise),
@@ -84,27 +95,38 @@ impl<E> FlowCtx<E> {
     }
 }
 
-/// Draws `N(0, 1)` samples on the device by Box–Muller from two uniform draws (dfdx's
-/// `sample_normal` needs a `StandardNormal: Distribution<E>` bound that generic code would
-/// have to carry everywhere).
-pub fn standard_normal<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
-    dev: &D,
-    shape: &S,
-) -> Result<Tensor<S, E, D>, D::Err> {
-    let uniform = rand_distr::Uniform::new(E::zero(), E::one());
-    // 1 − u ∈ (0, 1] keeps the logarithm finite.
-    let radius = dev
-        .try_sample_like(shape, rand_distr::Uniform::new(E::zero(), E::one()))?
-        .try_negate()?
-        .try_add(E::one())?
-        .try_ln()?
-        .try_mul(E::from_f64(-2.0).unwrap())?
-        .try_sqrt()?;
-    let angle = dev
-        .try_sample_like(shape, uniform)?
-        .try_mul(E::from_f64(2.0 * std::f64::consts::PI).unwrap())?
-        .try_cos()?;
-    radius.try_mul(angle)
+impl<E: FlowDtype> FlowCtx<E> {
+    /// Checks that the dequantization noise, if any, has `expected` values, each in `[0, 1)`.
+    pub fn check_noise<DeviceErr>(&self, expected: usize) -> Result<(), FlowError<DeviceErr>> {
+        let Some(noise) = &self.dequant_noise else {
+            return Ok(());
+        };
+        if noise.len() != expected {
+            return Err(FlowError::NoiseLength {
+                expected,
+                got: noise.len(),
+            });
+        }
+        match noise
+            .iter()
+            .position(|&u| !(u >= E::zero() && u < E::one()))
+        {
+            Some(index) => Err(FlowError::NoiseValue {
+                index,
+                value: noise[index].to_f64().unwrap_or(f64::NAN),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The temperature as `E`, if it is a finite number `>= 0`.
+    pub fn checked_temperature<DeviceErr>(&self) -> Result<E, FlowError<DeviceErr>> {
+        let t = self.temperature;
+        match E::from_f64(t) {
+            Some(v) if t.is_finite() && t >= 0.0 => Ok(v),
+            _ => Err(FlowError::Temperature(t)),
+        }
+    }
 }
 
 /// One row of a model summary: see [`Flow::describe`].
@@ -148,14 +170,14 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err>;
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>>;
 
     /// Sampling direction: `z ↦ x`.
     fn try_inverse(
         &self,
         z: Tensor<Self::Out, E, D>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err>;
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>>;
 
     /// A short human-readable name of the layer.
     fn name(&self) -> String;

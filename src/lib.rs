@@ -29,64 +29,51 @@
 // Tensor types with tapes and shapes are long by nature; aliases would only hide them.
 #![allow(clippy::type_complexity)]
 
+pub mod atomic_file;
 pub mod chain;
-#[cfg(feature = "charts")]
-pub mod charts;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod cpu;
+mod cuda;
 pub mod data;
 pub mod device;
+pub mod dtype;
+pub mod error;
 pub mod flow;
+pub mod guide;
+pub mod image_flow;
 pub mod layers;
-pub mod model;
 pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod params;
+pub mod prior;
+pub mod sampling;
 pub mod shape;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod train;
 pub mod viz;
 
 pub use chain::Chain;
-pub use flow::{Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
-pub use model::ImageFlow;
-
-/// The element types flows compute in: `f32` (training) and `f64` (exact checks).
-pub trait FlowDtype:
-    dfdx::shapes::Dtype
-    + num_traits::Float
-    + rand_distr::uniform::SampleUniform
-    + dfdx::tensor::safetensors::SafeDtype
-    + Send
-    + Sync
-{
-}
-impl<E> FlowDtype for E where
-    E: dfdx::shapes::Dtype
-        + num_traits::Float
-        + rand_distr::uniform::SampleUniform
-        + dfdx::tensor::safetensors::SafeDtype
-        + Send
-        + Sync
-{
-}
-
-/// The devices flows run on: dfdx's `Cpu` (and `Cuda` with feature `cuda`), with the
-/// convolution of [`nn::ConvDevice`] and the fused ops of [`nn::FusedOps`].
-pub trait FlowDevice<E: FlowDtype>: nn::ConvDevice<E> + nn::FusedOps<E> {}
-impl<E: FlowDtype, D: nn::ConvDevice<E> + nn::FusedOps<E>> FlowDevice<E> for D {}
+pub use dtype::FlowDtype;
+pub use error::FlowError;
+pub use flow::{Flow, FlowCtx, FlowDevice, ImgShape, LayerInfo, Ldj};
+pub use image_flow::ImageFlow;
 
 /// Everything needed to build and run the tutorial's flows.
 pub mod prelude {
     pub use crate::chain::Chain;
-    pub use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo};
+    pub use crate::dtype::FlowDtype;
+    pub use crate::error::FlowError;
+    pub use crate::flow::FlowDevice;
+    pub use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
+    pub use crate::image_flow::ImageFlow;
     pub use crate::layers::*;
-    pub use crate::model::ImageFlow;
     pub use crate::models::*;
     pub use crate::nn::{ConcatElu, Conv2d, GatedConv, GatedConvNet, LayerNormChannels};
     pub use crate::shape::{Double, Doubled, Halve, Halved, Img, Quadruple, Quadrupled};
-    pub use crate::{FlowDevice, FlowDtype};
 }
 
 /// The README's code, compiled and run as a doctest.

@@ -5,9 +5,11 @@
 //! | [`SimpleFlow`] | dequantization, 8 checkerboard couplings (hidden 32) | 556,312 |
 //! | [`VarDeqFlow`] | variational dequantization, the same 8 couplings | 628,388 |
 //! | [`MultiscaleFlow`] | variational dequantization, 2 checkerboard couplings (32), squeeze, 2 channel couplings (48), split, squeeze, 4 channel couplings (64) | 1,711,818 |
+use crate::chain::Chain;
+use crate::dtype::FlowDtype;
+use crate::flow::FlowDevice;
+use crate::image_flow::ImageFlow;
 use crate::layers::*;
-use crate::model::ImageFlow;
-use crate::{Chain, FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
 /// The 4 conditional checkerboard couplings of the tutorial's variational dequantization on

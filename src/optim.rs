@@ -1,10 +1,11 @@
 //! Adam with state we own, so that a resumed run continues exactly where it stopped.
 //!
-//! dfdx's `Adam` keeps its step count and moments private (DESIGN.md §7.10), so they cannot be
+//! dfdx's `Adam` keeps its step count and moments private (docs/ARCHITECTURE.md, dfdx fact 10), so they cannot be
 //! checkpointed. This one keeps them on the host in f64 (1.7 M parameters: 27 MB), in the
 //! visiting order of the model's trainable tensors, and saves them by tensor name.
+use crate::dtype::FlowDtype;
+use crate::flow::FlowDevice;
 use crate::params::named_gradients;
-use crate::{FlowDevice, FlowDtype};
 use dfdx::nn::tensor_collection::{RecursiveWalker, TensorVisitor, ViewTensorMut};
 use dfdx::prelude::*;
 use rayon::prelude::*;

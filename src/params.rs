@@ -1,10 +1,8 @@
-//! Walking a model's tensors: names and shapes, and perturbing parameters for tests.
-use crate::{FlowDevice, FlowDtype};
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorVisitor, ViewTensorMut, ViewTensorName, ViewTensorRef,
-};
+//! Walking a model's tensors: names and shapes, gradients by name.
+use crate::dtype::FlowDtype;
+use crate::flow::FlowDevice;
+use dfdx::nn::tensor_collection::{RecursiveWalker, TensorVisitor, ViewTensorName, ViewTensorRef};
 use dfdx::prelude::*;
-use rand_distr::Uniform;
 
 /// One named tensor of a model: its checkpoint name, shape, and whether it is trained.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,41 +103,4 @@ pub fn named_gradients<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>
         f: &mut collector,
     })?;
     Ok(collector.out)
-}
-
-struct Perturb {
-    scale: f64,
-}
-
-impl<E: FlowDtype, D: FlowDevice<E>> TensorVisitor<E, D> for Perturb {
-    type Viewer = ViewTensorMut;
-    type Err = D::Err;
-    type E2 = E;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, E, D>,
-        t: &mut Tensor<S, E, D>,
-    ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
-        if opts.do_gradient_update {
-            let s = E::from_f64(self.scale).unwrap();
-            let noise = t.device().try_sample_like(t.shape(), Uniform::new(-s, s))?;
-            *t = t.clone().try_add(noise)?;
-        }
-        Ok(None)
-    }
-}
-
-/// Adds `U(−scale, scale)` noise to every trainable tensor, so that zero-initialised layers
-/// (each coupling's final convolution) stop being the identity. For tests and fixtures.
-pub fn perturb_params<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
-    model: &mut M,
-    scale: f64,
-) -> Result<(), D::Err> {
-    M::iter_tensors(&mut RecursiveWalker {
-        m: model,
-        f: &mut Perturb { scale },
-    })?;
-    Ok(())
 }

@@ -3,8 +3,8 @@ mod common;
 
 use common::*;
 use dfdx::prelude::*;
-use dfdx_flows::params::perturb_params;
 use dfdx_flows::prelude::*;
+use dfdx_flows::testing::perturb_params;
 
 type Dev = Cpu;
 
@@ -160,11 +160,13 @@ fn dequantization_log_det_matches_brute_force() {
     let layer = Dequantization::<1, 4, 4>::default();
     let noise: Vec<f64> = (0..16).map(|i| (i as f64 + 0.5) / 16.0).collect();
     let x: Vec<f64> = (0..16).map(|i| (i * 17 % 256) as f64).collect();
-    let f = |v: &[f64]| forward(&layer, &dev, v, 1, &mut FlowCtx::with_noise(noise.clone())).0;
+    // The layer maps x + u; pixels must be integers, so the Jacobian is taken in the noise u
+    // (∂z/∂u = ∂z/∂x for the continuous x + u).
+    let f = |u: &[f64]| forward(&layer, &dev, &x, 1, &mut FlowCtx::with_noise(u.to_vec())).0;
     let (_, ldj) = forward(&layer, &dev, &x, 1, &mut FlowCtx::with_noise(noise.clone()));
     assert_rel_close(
         ldj[0],
-        brute_force_log_det(&f, &x),
+        brute_force_log_det(&f, &noise),
         1e-6,
         "dequantization log-det",
     );

@@ -4,8 +4,9 @@ mod common;
 
 use dfdx::optim::{Adam, AdamConfig};
 use dfdx::prelude::*;
-use dfdx_flows::params::{perturb_params, tensor_entries};
+use dfdx_flows::params::tensor_entries;
 use dfdx_flows::prelude::*;
+use dfdx_flows::testing::perturb_params;
 
 type Dev = Cpu;
 

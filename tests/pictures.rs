@@ -4,8 +4,8 @@
 //! arguments. No network: the fake MNIST is written to a temporary directory.
 use dfdx::prelude::*;
 use dfdx_flows::cli::{self, CliError, CliModel, EvalResults};
-use dfdx_flows::params::perturb_params;
 use dfdx_flows::prelude::*;
+use dfdx_flows::testing::perturb_params;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -730,7 +730,7 @@ mod tests {
         .expect("read back");
         assert_eq!(set.len(), 6);
         let m = Mnist::from_sets(set, set_of(dir.path()), 2, 42).expect("split");
-        assert_eq!(m.split(crate::data::Split::Train).len(), 4);
+        assert_eq!(m.split(crate::data::Subset::Train).len(), 4);
     }
 
     fn set_of(dir: &Path) -> crate::data::ImageSet {

@@ -244,7 +244,7 @@ impl ImageSet {
 
 /// One of the tutorial's three splits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Split {
+pub enum Subset {
     /// 50,000 images of the training file.
     Train,
     /// The other 10,000 images of the training file.
@@ -253,21 +253,21 @@ pub enum Split {
     Test,
 }
 
-impl Split {
+impl Subset {
     /// The three splits, in the order train, validation, test.
-    pub const ALL: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
+    pub const ALL: [Subset; 3] = [Subset::Train, Subset::Validation, Subset::Test];
 
     /// `"train"`, `"validation"` or `"test"`.
     pub fn name(self) -> &'static str {
         match self {
-            Split::Train => "train",
-            Split::Validation => "validation",
-            Split::Test => "test",
+            Subset::Train => "train",
+            Subset::Validation => "validation",
+            Subset::Test => "test",
         }
     }
 }
 
-impl std::fmt::Display for Split {
+impl std::fmt::Display for Subset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -401,42 +401,42 @@ impl Mnist {
     }
 
     /// A view of one split.
-    pub fn split(&self, split: Split) -> SplitView<'_> {
+    pub fn split(&self, split: Subset) -> SubsetView<'_> {
         let (set, indices) = match split {
-            Split::Train => (&self.train_file, &self.train_idx),
-            Split::Validation => (&self.train_file, &self.val_idx),
-            Split::Test => (&self.test_file, &self.test_idx),
+            Subset::Train => (&self.train_file, &self.train_idx),
+            Subset::Validation => (&self.train_file, &self.val_idx),
+            Subset::Test => (&self.test_file, &self.test_idx),
         };
-        SplitView { set, indices }
+        SubsetView { set, indices }
     }
 
     /// The indices into [`Mnist::train_file`] (train, validation) or [`Mnist::test_file`]
     /// (test) of the split's images, in the split's order.
-    pub fn split_indices(&self, split: Split) -> &[usize] {
+    pub fn split_indices(&self, split: Subset) -> &[usize] {
         self.split(split).indices
     }
 
     /// A whole split as `f32` pixel values 0.0..=255.0 (784 per image) and its image count.
-    pub fn split_f32(&self, split: Split) -> (Vec<f32>, usize) {
+    pub fn split_f32(&self, split: Subset) -> (Vec<f32>, usize) {
         let view = self.split(split);
         (view.to_f32(), view.len())
     }
 
     /// The images at positions `indices` of a split as `f32` pixel values, `indices.len() * 784`
     /// of them. Panics if an index is out of the split's range.
-    pub fn batch(&self, split: Split, indices: &[usize]) -> Vec<f32> {
+    pub fn batch(&self, split: Subset, indices: &[usize]) -> Vec<f32> {
         self.split(split).batch_f32(indices)
     }
 }
 
 /// A split of [`Mnist`]: a list of images of one of its files, without copying them.
 #[derive(Clone, Copy, Debug)]
-pub struct SplitView<'a> {
+pub struct SubsetView<'a> {
     set: &'a ImageSet,
     indices: &'a [usize],
 }
 
-impl<'a> SplitView<'a> {
+impl<'a> SubsetView<'a> {
     /// Number of images in the split.
     pub fn len(&self) -> usize {
         self.indices.len()
@@ -778,24 +778,24 @@ mod tests {
         let train = set(30).expect("train set");
         let test = set(4).expect("test set");
         let m = Mnist::from_sets(train.clone(), test.clone(), 6, 42).expect("split");
-        assert_eq!(m.split(Split::Train).len(), 24);
-        assert_eq!(m.split(Split::Validation).len(), 6);
-        assert_eq!(m.split(Split::Test).len(), 4);
-        let mut all: Vec<usize> = m.split_indices(Split::Train).to_vec();
-        all.extend(m.split_indices(Split::Validation));
+        assert_eq!(m.split(Subset::Train).len(), 24);
+        assert_eq!(m.split(Subset::Validation).len(), 6);
+        assert_eq!(m.split(Subset::Test).len(), 4);
+        let mut all: Vec<usize> = m.split_indices(Subset::Train).to_vec();
+        all.extend(m.split_indices(Subset::Validation));
         all.sort_unstable();
         assert_eq!(all, (0..30).collect::<Vec<_>>());
-        assert_ne!(m.split_indices(Split::Train)[..6], [0, 1, 2, 3, 4, 5]);
+        assert_ne!(m.split_indices(Subset::Train)[..6], [0, 1, 2, 3, 4, 5]);
         // Same seed, same split; other seed, other split.
         let again = Mnist::from_sets(train.clone(), test.clone(), 6, 42).expect("split");
         assert_eq!(
-            again.split_indices(Split::Validation),
-            m.split_indices(Split::Validation)
+            again.split_indices(Subset::Validation),
+            m.split_indices(Subset::Validation)
         );
         let other = Mnist::from_sets(train.clone(), test.clone(), 6, 7).expect("split");
         assert_ne!(
-            other.split_indices(Split::Validation),
-            m.split_indices(Split::Validation)
+            other.split_indices(Subset::Validation),
+            m.split_indices(Subset::Validation)
         );
         assert!(matches!(
             Mnist::from_sets(train, test, 31, 42),
@@ -803,18 +803,18 @@ mod tests {
         ));
 
         // Accessors: f32 copies of the u8 pixels, in the split's order.
-        let v = m.split(Split::Validation);
-        let (flat, n) = m.split_f32(Split::Validation);
+        let v = m.split(Subset::Validation);
+        let (flat, n) = m.split_f32(Subset::Validation);
         assert_eq!((flat.len(), n), (6 * 784, 6));
-        let j = m.split_indices(Split::Validation)[2];
+        let j = m.split_indices(Subset::Validation)[2];
         assert_eq!(v.image(2), m.train_file().image(j));
         assert_eq!(v.label(2), (j % 10) as u8);
-        let b = m.batch(Split::Validation, &[2, 0]);
+        let b = m.batch(Subset::Validation, &[2, 0]);
         assert_eq!(b.len(), 2 * 784);
         assert_eq!(b[5], f32::from(m.train_file().image(j)[5]));
         assert_eq!(&b[..784], &flat[2 * 784..3 * 784]);
         assert_eq!(v.batch_labels(&[2]), vec![(j % 10) as u8]);
-        assert_eq!(m.split(Split::Test).labels(), vec![0, 1, 2, 3]);
+        assert_eq!(m.split(Subset::Test).labels(), vec![0, 1, 2, 3]);
     }
 
     /// Real MNIST from `$MNIST_REAL_DIR` (e.g. after `bash shared/scripts/fetch-mnist.sh DIR`).
@@ -825,8 +825,8 @@ mod tests {
         let m = Mnist::load(Path::new(&dir)).expect("load real MNIST");
         assert_eq!(m.train_file().len(), 60_000);
         assert_eq!(m.test_file().len(), 10_000);
-        assert_eq!(m.split(Split::Train).len(), 50_000);
-        assert_eq!(m.split(Split::Validation).len(), 10_000);
+        assert_eq!(m.split(Subset::Train).len(), 50_000);
+        assert_eq!(m.split(Subset::Validation).len(), 10_000);
         assert_eq!(m.train_file().labels()[0], 5);
         assert_eq!(m.test_file().labels()[0], 7);
     }

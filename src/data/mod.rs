@@ -5,11 +5,11 @@
 //! same integer values (0.0..=255.0), which is what the flows' dequantization expects.
 //!
 //! ```no_run
-//! use dfdx_flows::data::{Mnist, Split};
+//! use dfdx_flows::data::{Mnist, Subset};
 //!
 //! // `--data DIR`, else `$MNIST_DIR`, else `data/mnist`; downloads the files when missing.
 //! let mnist = Mnist::obtain(None)?;
-//! let train = mnist.split(Split::Train);
+//! let train = mnist.split(Subset::Train);
 //! assert_eq!(train.len(), 50_000);
 //! let batch: Vec<f32> = train.batch_f32(&[0, 1, 2, 3]); // 4 × 784 pixel values
 //! assert_eq!(batch.len(), 4 * 784);
@@ -26,7 +26,7 @@ pub mod mnist;
 pub use fetch::{ensure_files, FetchConfig};
 pub use files::{resolve_data_dir, FileSpec, MNIST_FILES};
 pub use mnist::{
-    read_idx_images, read_idx_labels, read_image_set, ImageSet, Mnist, Split, SplitView,
+    read_idx_images, read_idx_labels, read_image_set, ImageSet, Mnist, Subset, SubsetView,
     DEFAULT_SPLIT_SEED, IMAGE_PIXELS, IMAGE_SIDE,
 };
 

@@ -1,10 +1,12 @@
 //! Affine coupling (RealNVP) with the tutorial's tanh-stabilised scale.
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
 use crate::flow::{Flow, FlowCtx, Ldj};
+use crate::flow::{FlowDevice, LayerInfo};
 use crate::layers::mask::{fill_mask, ChannelMask, Checkerboard, MaskKind};
 use crate::layers::variational::ConditionalFlow;
 use crate::nn::gated::{Conditioner, GatedConvNet};
 use crate::shape::{Double, Doubled, Img};
-use crate::{FlowDevice, FlowDtype, LayerInfo};
 use dfdx::prelude::*;
 
 /// Affine coupling layer on `C`×`H`×`W` images.
@@ -241,15 +243,15 @@ where
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         _ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
-        self.try_couple(x, ldj, None, false)
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
+        Ok(self.try_couple(x, ldj, None, false)?)
     }
 
     fn try_inverse(
         &self,
         z: Tensor<Self::Out, E, D>,
         _ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err> {
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
         let ldj = z.device().try_zeros_like(&(z.shape().0,))?;
         Ok(self.try_couple(z, ldj, None, true)?.0)
     }

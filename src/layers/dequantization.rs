@@ -1,7 +1,9 @@
 //! Uniform dequantization: integers `0..quants` to continuous values on the real line.
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, Ldj};
 use crate::shape::Img;
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
 /// The tutorial's `Dequantization(alpha=1e-5, quants=256)` on `C`×`H`×`W` images.
@@ -116,22 +118,42 @@ pub(crate) fn sigmoid_with_ldj<
     Ok((z, ldj))
 }
 
-/// Draws the dequantization noise, or takes the caller's from the context.
+/// Draws the dequantization noise, or takes the caller's from the context (after checking it:
+/// a rejected noise stays in the context).
 pub(crate) fn dequant_noise<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
     dev: &D,
     shape: &S,
     ctx: &mut FlowCtx<E>,
-) -> Result<Tensor<S, E, D>, D::Err> {
-    match ctx.dequant_noise.take() {
-        Some(noise) => {
-            assert_eq!(
-                noise.len(),
-                shape.num_elements(),
-                "dequantization noise must have one value per input dimension"
-            );
-            dev.try_tensor_from_vec(noise, *shape)
-        }
-        None => dev.try_sample_like(shape, rand_distr::Uniform::new(E::zero(), E::one())),
+) -> Result<Tensor<S, E, D>, FlowError<D::Err>> {
+    ctx.check_noise(shape.num_elements())?;
+    Ok(match ctx.dequant_noise.take() {
+        Some(noise) => dev.try_tensor_from_vec(noise, *shape)?,
+        None => dev.try_sample_like(shape, rand_distr::Uniform::new(E::zero(), E::one()))?,
+    })
+}
+
+/// Checks that `x` holds pixel values: integers in `0..quants` (as floats).
+pub(crate) fn check_pixels<S: Shape, E: FlowDtype, D: FlowDevice<E>, T>(
+    x: &Tensor<S, E, D, T>,
+    quants: usize,
+) -> Result<(), FlowError<D::Err>> {
+    if x.shape().num_elements() == 0 {
+        // dfdx 0.13's `as_vec` fails on an empty tensor.
+        return Ok(());
+    }
+    let top = (quants - 1) as f64;
+    let values = x.as_vec();
+    let bad = values.iter().position(|v| {
+        let v = v.to_f64().unwrap_or(f64::NAN);
+        !(v >= 0.0 && v <= top && v.fract() == 0.0)
+    });
+    match bad {
+        Some(index) => Err(FlowError::Pixel {
+            index,
+            value: values[index].to_f64().unwrap_or(f64::NAN),
+            levels: quants,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -188,17 +210,18 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
+        check_pixels(&x, self.quants)?;
         let noise = dequant_noise(x.device(), x.shape(), ctx)?;
-        self.dequantize_with(x, noise.retaped::<T>(), ldj)
+        Ok(self.dequantize_with(x, noise.retaped::<T>(), ldj)?)
     }
 
     fn try_inverse(
         &self,
         z: Tensor<Self::Out, E, D>,
         _ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err> {
-        quantize(&z, self.alpha, self.quants)
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
+        Ok(quantize(&z, self.alpha, self.quants)?)
     }
 
     fn name(&self) -> String {

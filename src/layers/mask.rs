@@ -1,6 +1,7 @@
 //! Coupling masks: which half of the input a coupling layer keeps (mask 1) and which it
 //! transforms (mask 0). The masks are buffers named `mask` with the tutorial's shapes.
-use crate::{FlowDevice, FlowDtype};
+use crate::dtype::FlowDtype;
+use crate::flow::FlowDevice;
 use dfdx::prelude::*;
 
 /// A kind of coupling mask, fixed at compile time (including whether it is inverted, so that a

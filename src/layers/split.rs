@@ -1,8 +1,11 @@
 //! Split: half of the channels leave the flow and are scored under the prior.
-use crate::flow::{standard_normal, Flow, FlowCtx, Ldj};
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
+use crate::flow::{Flow, FlowCtx, Ldj};
 use crate::nn::gated::chunk2;
+use crate::prior::{standard_normal, standard_normal_log_prob};
 use crate::shape::{Img, SplitChannels};
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
 /// `C×H×W → (C/2)×H×W`: keeps the first half of the channels and adds the standard normal
@@ -19,24 +22,6 @@ impl<const C: usize, const H: usize, const W: usize> dfdx::nn::ZeroSizedModule f
 
 type HalfC<const C: usize, const H: usize, const W: usize> = <() as SplitChannels<C, H, W>>::Half;
 
-/// `Σ log N(z; 0, 1)` over each image.
-pub(crate) fn standard_normal_log_prob<
-    C: Dim,
-    H: Dim,
-    W: Dim,
-    E: FlowDtype,
-    D: FlowDevice<E>,
-    T: Tape<E, D>,
->(
-    z: Tensor<(usize, C, H, W), E, D, T>,
-) -> Result<Ldj<E, D, T>, D::Err> {
-    let half_log_2pi = E::from_f64(0.5 * (2.0 * std::f64::consts::PI).ln()).unwrap();
-    z.try_square()?
-        .try_mul(E::from_f64(-0.5).unwrap())?
-        .try_sub(half_log_2pi)?
-        .try_sum::<(usize,), Axes3<1, 2, 3>>()
-}
-
 impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice<E>> Flow<E, D>
     for Split<C, H, W>
 where
@@ -50,7 +35,7 @@ where
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
         let (z, z_split) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(x)?;
         if ctx.record_latents {
             ctx.latents.push(z_split.as_vec());
@@ -63,21 +48,23 @@ where
         &self,
         z: Tensor<Self::Out, E, D>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err> {
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
         let shape = *z.shape();
         let dev = z.device().clone();
-        let z_split = match ctx.latents.pop() {
-            Some(values) => {
-                assert_eq!(
-                    values.len(),
-                    shape.num_elements(),
-                    "split latent of the wrong size"
-                );
+        let z_split = match ctx.latents.last().map(Vec::len) {
+            Some(got) if got != shape.num_elements() => {
+                // Checked before taking it, so a rejected latent stays in the context.
+                return Err(FlowError::LatentLength {
+                    layer: format!("Split {C}x{H}x{W} -> {}x{H}x{W}", C / 2),
+                    expected: shape.num_elements(),
+                    got,
+                });
+            }
+            Some(_) => {
+                let values = ctx.latents.pop().unwrap_or_default();
                 dev.try_tensor_from_vec(values, shape)?
             }
-            None => {
-                standard_normal(&dev, &shape)?.try_mul(E::from_f64(ctx.temperature).unwrap())?
-            }
+            None => standard_normal(&dev, &shape)?.try_mul(ctx.checked_temperature()?)?,
         };
         let z = z
             .try_realize::<(usize, usize, Const<H>, Const<W>)>()

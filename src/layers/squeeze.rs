@@ -1,7 +1,9 @@
 //! Squeeze: `C×H×W → 4C×(H/2)×(W/2)`, in exactly the tutorial's pixel order.
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, Ldj};
 use crate::shape::{Img, SqueezeChannels, SqueezeHeight, SqueezeWidth};
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
 /// Groups each 2×2 block of pixels into 4 channels: output channel `4c + 2dy + dx` at
@@ -36,7 +38,7 @@ where
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         _ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
         let b = x.shape().0;
         let (h2, w2) = (H2::<C, H, W>::default(), W2::<C, H, W>::default());
         let z = x
@@ -50,12 +52,13 @@ where
         &self,
         z: Tensor<Self::Out, E, D>,
         _ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err> {
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
         let b = z.shape().0;
         let (h2, w2) = (H2::<C, H, W>::default(), W2::<C, H, W>::default());
         z.try_reshape_like(&(b, Const::<C>, Const::<2>, Const::<2>, h2, w2))?
             .try_permute::<_, Axes6<0, 1, 4, 2, 5, 3>>()?
             .try_reshape_like(&(b, Const::<C>, Const::<H>, Const::<W>))
+            .map_err(FlowError::Device)
     }
 
     fn name(&self) -> String {

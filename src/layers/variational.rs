@@ -1,11 +1,13 @@
 //! Variational dequantization (Flow++): the dequantization noise comes from a learned flow
 //! conditioned on the image.
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
 use crate::layers::dequantization::{
-    cst, dequant_noise, logit_with_ldj, quantize, sigmoid_with_ldj, Dequantization,
+    check_pixels, cst, dequant_noise, logit_with_ldj, quantize, sigmoid_with_ldj, Dequantization,
 };
 use crate::shape::Img;
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 
 /// A flow on images of shape [`ConditionalFlow::Img`] whose transform depends on a
@@ -145,7 +147,8 @@ where
         x: Tensor<Self::In, E, D, T>,
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), D::Err> {
+    ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
+        check_pixels(&x, self.dequant.quants)?;
         let alpha = self.dequant.alpha;
         // The condition: the image scaled to [-1, 1] (the tutorial divides by 255).
         let max = (self.dequant.quants - 1) as f64;
@@ -158,15 +161,15 @@ where
         let (noise, ldj) = logit_with_ldj(noise.retaped::<T>(), ldj, alpha)?;
         let (noise, ldj) = self.flows.try_forward_cond(noise, ldj, &cond)?;
         let (noise, ldj) = sigmoid_with_ldj(noise, ldj, alpha)?;
-        self.dequant.dequantize_with(x, noise, ldj)
+        Ok(self.dequant.dequantize_with(x, noise, ldj)?)
     }
 
     fn try_inverse(
         &self,
         z: Tensor<Self::Out, E, D>,
         _ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Self::In, E, D>, D::Err> {
-        quantize(&z, self.dequant.alpha, self.dequant.quants)
+    ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
+        Ok(quantize(&z, self.dequant.alpha, self.dequant.quants)?)
     }
 
     fn name(&self) -> String {

@@ -1,12 +1,12 @@
 //! The same-padded convolution as a composition of dfdx's public tensor ops, so that it runs on
 //! any dfdx device (the `Cuda` implementation of [`ConvDevice`](super::ConvDevice) uses it).
 //!
-//! This is DESIGN.md §4's "gather composition": the input goes channels-last as a matrix of
+//! This is docs/ARCHITECTURE.md §3's "gather composition": the input goes channels-last as a matrix of
 //! pixels × channels with one zero row appended; one `gather` with a precomputed index builds the
 //! im2col matrix (one row per output pixel and kernel tap; taps outside the image read the zero
 //! row), and one `matmul` with the weight, reshaped to (taps · channels in, channels out), does
 //! the convolution. Every step is a dfdx op, so dfdx records the backward pass; `gather`'s backward
-//! adds overlapping taps (no `slice`, whose CPU backward assigns, DESIGN.md §7.1).
+//! adds overlapping taps (no `slice`, whose CPU backward assigns, docs/ARCHITECTURE.md, dfdx fact 1).
 //!
 //! The index depends only on (batch, H, W, K); building it on the host and uploading it is
 //! O(batch · H · W · K²) host work per call (7 MB for a batch of 128 28×28 images), so the
@@ -14,7 +14,7 @@
 use dfdx::prelude::*;
 
 /// Largest element count that dfdx's CUDA `gather` kernels can address: they compute offsets in
-/// 32-bit `unsigned int`s (DESIGN.md §7.7).
+/// 32-bit `unsigned int`s (docs/ARCHITECTURE.md, dfdx fact 7).
 const GATHER_MAX_ELEMENTS: usize = u32::MAX as usize;
 
 /// Rows of the channels-last input (`batch · h · w` pixels, then the appended zero row) that the
@@ -122,7 +122,7 @@ pub(crate) fn conv2d_by_composition<
 
     // Weight (CO, CI, K, K) → (K·K·CI, CO), rows ordered (ky, kx, ci) like the im2col columns.
     // The tape goes on first: the reshape of the permuted weight copies, and a copy made on a
-    // `NoneTape` tensor would drop the weight's gradient (DESIGN.md §7.2).
+    // `NoneTape` tensor would drop the weight's gradient (docs/ARCHITECTURE.md, dfdx fact 2).
     let weight = weight
         .retaped::<T>()
         .try_permute::<_, Axes4<2, 3, 1, 0>>()?

@@ -1,12 +1,14 @@
 //! The tutorial's conditioner network: [`ConcatElu`], [`LayerNormChannels`], [`GatedConv`] and
-//! [`GatedConvNet`], with the PyTorch module tree's tensor names (DESIGN.md §5).
+//! [`GatedConvNet`], with the PyTorch module tree's tensor names (`nn.0` … `nn.8`), so that
+//! checkpoints map one to one onto the reference implementation's.
 //!
 //! Channel counts are type-level [`ConstDim`]s (`Const<32>`, or `Doubled<32>` where the tutorial
 //! writes `2 * c_hidden`), so every weight has a compile-time shape and dfdx's `build_module`,
 //! optimizers and safetensors work unchanged.
+use crate::dtype::FlowDtype;
 use crate::nn::conv::ConvDevice;
+use crate::nn::fused::FusedOps;
 use crate::shape::Double;
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 use rand_distr::Uniform;
 
@@ -24,7 +26,7 @@ impl ConcatElu {
         H: Dim,
         W: Dim,
         E: FlowDtype,
-        D: FlowDevice<E>,
+        D: NetDevice<E>,
         T: Tape<E, D>,
     >(
         x: Tensor<(usize, C, H, W), E, D, T>,
@@ -44,7 +46,7 @@ pub struct Conv2d<CI: ConstDim, CO: ConstDim, const K: usize, E: Dtype, D: Stora
     pub bias: Tensor<(CO,), E, D>,
 }
 
-fn torch_uniform<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
+fn torch_uniform<S: Shape, E: FlowDtype, D: NetDevice<E>>(
     t: &mut Tensor<S, E, D>,
     fan_in: usize,
 ) -> Result<(), D::Err> {
@@ -52,7 +54,7 @@ fn torch_uniform<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
     t.try_fill_with_distr(Uniform::new(-bound, bound))
 }
 
-impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: FlowDevice<E>>
+impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: NetDevice<E>>
     TensorCollection<E, D> for Conv2d<CI, CO, K, E, D>
 {
     type To<E2: Dtype, D2: Device<E2>> = Conv2d<CI, CO, K, E2, D2>;
@@ -80,7 +82,7 @@ impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: FlowDevice<E>>
     }
 }
 
-impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
+impl<CI: ConstDim, CO: ConstDim, const K: usize, E: FlowDtype, D: NetDevice<E>> BuildOnDevice<D, E>
     for Conv2d<CI, CO, K, E, D>
 {
     type Built = Self;
@@ -99,7 +101,7 @@ where
     H: Dim,
     W: Dim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: NetDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(usize, CO, H, W), E, D, T>;
@@ -122,7 +124,7 @@ pub struct LayerNormChannels<C: ConstDim, E: Dtype, D: Storage<E>> {
 /// The tutorial's `eps` of [`LayerNormChannels`].
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
-impl<C: ConstDim, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>
+impl<C: ConstDim, E: FlowDtype, D: NetDevice<E>> TensorCollection<E, D>
     for LayerNormChannels<C, E, D>
 {
     type To<E2: Dtype, D2: Device<E2>> = LayerNormChannels<C, E2, D2>;
@@ -150,7 +152,7 @@ impl<C: ConstDim, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>
     }
 }
 
-impl<C: ConstDim, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
+impl<C: ConstDim, E: FlowDtype, D: NetDevice<E>> BuildOnDevice<D, E>
     for LayerNormChannels<C, E, D>
 {
     type Built = Self;
@@ -164,7 +166,7 @@ where
     H: Dim,
     W: Dim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: NetDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(usize, C, H, W), E, D, T>;
@@ -185,7 +187,7 @@ pub struct GatedConv<C: ConstDim + Double, E: Dtype, D: Storage<E>> {
     pub conv_gate: Conv2d<C::Output, C::Output, 1, E, D>,
 }
 
-impl<C: ConstDim + Double, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>
+impl<C: ConstDim + Double, E: FlowDtype, D: NetDevice<E>> TensorCollection<E, D>
     for GatedConv<C, E, D>
 {
     type To<E2: Dtype, D2: Device<E2>> = GatedConv<C, E2, D2>;
@@ -203,7 +205,7 @@ impl<C: ConstDim + Double, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D
     }
 }
 
-impl<C: ConstDim + Double, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
+impl<C: ConstDim + Double, E: FlowDtype, D: NetDevice<E>> BuildOnDevice<D, E>
     for GatedConv<C, E, D>
 {
     type Built = Self;
@@ -214,7 +216,7 @@ impl<C: ConstDim + Double, E: Dtype, D: Storage<E>> NonMutableModule for GatedCo
 /// Splits a (batch, 2C, H, W) tensor into its two channel halves (PyTorch's `chunk(2, dim=1)`).
 ///
 /// Both halves are slices of one tensor that nothing else reads, so dfdx's CPU slice backward
-/// (which assigns rather than adds: DESIGN.md §7.1) writes disjoint regions and stays correct.
+/// (which assigns rather than adds: docs/ARCHITECTURE.md, dfdx fact 1) writes disjoint regions and stays correct.
 #[allow(clippy::type_complexity)]
 pub(crate) fn chunk2<
     C2: Dim,
@@ -222,7 +224,7 @@ pub(crate) fn chunk2<
     H: Dim,
     W: Dim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: Device<E>,
     T: Tape<E, D>,
 >(
     x: Tensor<(usize, C2, H, W), E, D, T>,
@@ -256,7 +258,7 @@ where
     H: Dim,
     W: Dim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: NetDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(usize, C, H, W), E, D, T>;
@@ -292,7 +294,7 @@ pub struct GatedConvNet<
     pub conv_out: Conv2d<CH::Output, COut, 3, E, D>,
 }
 
-impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: FlowDevice<E>>
+impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: NetDevice<E>>
     TensorCollection<E, D> for GatedConvNet<CIn, CH, COut, E, D>
 {
     type To<E2: Dtype, D2: Device<E2>> = GatedConvNet<CIn, CH, COut, E2, D2>;
@@ -334,7 +336,7 @@ impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: Flow
     }
 }
 
-impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: FlowDevice<E>>
+impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: FlowDtype, D: NetDevice<E>>
     BuildOnDevice<D, E> for GatedConvNet<CIn, CH, COut, E, D>
 {
     type Built = Self;
@@ -345,9 +347,29 @@ impl<CIn: ConstDim, CH: ConstDim + Double, COut: ConstDim, E: Dtype, D: Storage<
 {
 }
 
+/// A device that runs the conditioner networks: their convolutions ([`ConvDevice`]), fused
+/// elementwise ops ([`FusedOps`]) and the whole [`GatedConvNet`] as one op.
+pub trait NetDevice<E: FlowDtype>: ConvDevice<E> + FusedOps<E> {
+    /// The whole conditioner network ([`GatedConvNet`]) on `x`; the default is the chain of its
+    /// layers, `Cpu` runs it as one op.
+    fn try_gated_conv_net<
+        CIn: ConstDim,
+        CH: ConstDim + Double,
+        COut: ConstDim,
+        H: Dim,
+        W: Dim,
+        T: Tape<E, Self>,
+    >(
+        net: &GatedConvNet<CIn, CH, COut, E, Self>,
+        x: Tensor<(usize, CIn, H, W), E, Self, T>,
+    ) -> Result<Tensor<(usize, COut, H, W), E, Self, T>, Self::Err> {
+        net.try_condition_composed(x)
+    }
+}
+
 /// A network that maps `CIn`-channel images to `COut`-channel images of the same size: the
 /// conditioner of a coupling layer.
-pub trait Conditioner<E: FlowDtype, D: FlowDevice<E>>:
+pub trait Conditioner<E: FlowDtype, D: NetDevice<E>>:
     TensorCollection<E, D, To<E, D> = Self>
 {
     /// Input channels.
@@ -370,7 +392,7 @@ where
     CH: ConstDim + Double,
     COut: ConstDim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: NetDevice<E>,
 {
     type CIn = CIn;
     type COut = COut;
@@ -393,10 +415,10 @@ where
     CH: ConstDim + Double,
     COut: ConstDim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: NetDevice<E>,
 {
     /// The network as the chain of its layers (each layer one op); what
-    /// [`FusedOps::try_gated_conv_net`](crate::nn::FusedOps::try_gated_conv_net) does on devices
+    /// [`NetDevice::try_gated_conv_net`] does on devices
     /// without a fused network.
     pub fn try_condition_composed<H: Dim, W: Dim, T: Tape<E, D>>(
         &self,
@@ -421,7 +443,7 @@ where
     H: Dim,
     W: Dim,
     E: FlowDtype,
-    D: FlowDevice<E>,
+    D: NetDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(usize, COut, H, W), E, D, T>;
@@ -430,7 +452,3 @@ where
         self.try_condition(x)
     }
 }
-
-// Keep ConvDevice in scope for the `D::try_conv2d_same` call above.
-#[allow(unused_imports)]
-use ConvDevice as _;

@@ -1,18 +1,17 @@
-//! The conditioner networks of the coupling layers: convolutions and the tutorial's gated ResNet.
-#[macro_use]
-mod simd;
-mod affine;
+//! The conditioner networks of the coupling layers (the tutorial's gated ResNet and its parts)
+//! and the device traits of their ops.
+//!
+//! Each op trait's default methods are compositions of dfdx ops (any device, and the reference
+//! the CPU kernels are tested against): [`ConvDevice`] (the same-padded convolution),
+//! [`FusedOps`] (ConcatELU, channel layer norm, gated residual) and [`NetDevice`] (the whole
+//! network as one op). The CPU kernels that override them are in the private `cpu` module.
 pub mod conv;
-mod conv_compose;
-#[cfg(feature = "cuda")]
-mod conv_cuda;
-pub(crate) mod dfdx_kernels;
+pub(crate) mod conv_compose;
 pub mod fused;
-mod fused_net;
 pub mod gated;
-mod transpose;
-mod winograd;
 
 pub use conv::ConvDevice;
 pub use fused::FusedOps;
-pub use gated::{ConcatElu, Conditioner, Conv2d, GatedConv, GatedConvNet, LayerNormChannels};
+pub use gated::{
+    ConcatElu, Conditioner, Conv2d, GatedConv, GatedConvNet, LayerNormChannels, NetDevice,
+};

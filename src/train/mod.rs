@@ -3,11 +3,13 @@
 //! and exact resume. What happens is reported to a [`TrainObserver`]; the command line adds
 //! progress bars and Ctrl-C handling.
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, EpochProgress};
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, ImgShape};
-use crate::model::ImageFlow;
+use crate::image_flow::ImageFlow;
 use crate::optim::{Adam, UpdateOutcome};
 use crate::viz::{save_grid, to_bytes, GridStyle};
-use crate::{FlowDevice, FlowDtype};
 use dfdx::prelude::*;
 use rand::prelude::*;
 use rand::rngs::StdRng;
@@ -169,6 +171,16 @@ fn dev_err<T, Err: std::fmt::Debug>(r: Result<T, Err>) -> Result<T, TrainError> 
     r.map_err(|e| TrainError::Device(format!("{e:?}")))
 }
 
+/// A flow's error as a training error: the device's own, or the data's.
+fn flow_err<T, Err: std::fmt::Debug + std::fmt::Display>(
+    r: Result<T, FlowError<Err>>,
+) -> Result<T, TrainError> {
+    r.map_err(|e| match e {
+        FlowError::Device(d) => TrainError::Device(format!("{d:?}")),
+        other => TrainError::Data(other.to_string()),
+    })
+}
+
 /// Where a run writes: `checkpoints/`, `metrics.jsonl`, `samples/epoch-NNN.png`.
 #[derive(Clone, Debug)]
 pub struct RunDir(pub PathBuf);
@@ -231,7 +243,7 @@ pub fn evaluate_bpd<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
             F::In::with_batch(count),
         );
         let mut ctx = FlowCtx::with_noise(noise_for::<E>(seed ^ 0x5EED, b as u64, chunk.len()));
-        let ll = dev_err(model.log_likelihood(x, &mut ctx))?;
+        let ll = flow_err(model.log_likelihood(x, &mut ctx))?;
         total += ll.as_vec().iter().map(|v| v.to_f64().unwrap()).sum::<f64>();
     }
     Ok(-total / n as f64 * std::f64::consts::LOG2_E / numel as f64)
@@ -417,7 +429,7 @@ where
                 meta.step,
                 config.batch_size * numel,
             ));
-            let loss = dev_err(model.bpd(x.traced(grads), &mut ctx))?;
+            let loss = flow_err(model.bpd(x.traced(grads), &mut ctx))?;
             let value = loss.as_vec()[0].to_f64().unwrap();
             grads = loss.backward();
             let outcome = if value.is_finite() {
@@ -634,7 +646,7 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
         latents,
         ..FlowCtx::default()
     };
-    let samples = dev_err(model.sample(dev, n, Some(z), &mut ctx))?;
+    let samples = flow_err(model.sample(dev, n, Some(z), &mut ctx))?;
     let pixels = to_bytes(&samples.as_vec());
     let (c, h, w) = (F::In::C, F::In::H, F::In::W);
     // Greyscale grid of the first channel of each image.

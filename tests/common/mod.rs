@@ -1,31 +1,7 @@
 //! Helpers shared by the integration tests: brute-force Jacobians and determinants.
 #![allow(dead_code)]
 
-/// `log |det A|` of a square row-major matrix by LU decomposition with partial pivoting.
-pub fn log_abs_det(mut a: Vec<f64>, n: usize) -> f64 {
-    assert_eq!(a.len(), n * n);
-    let mut log_det = 0.0;
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))
-            .unwrap();
-        if pivot != col {
-            for k in 0..n {
-                a.swap(pivot * n + k, col * n + k);
-            }
-        }
-        let p = a[col * n + col];
-        assert!(p != 0.0, "singular Jacobian");
-        log_det += p.abs().ln();
-        for row in col + 1..n {
-            let factor = a[row * n + col] / p;
-            for k in col..n {
-                a[row * n + k] -= factor * a[col * n + k];
-            }
-        }
-    }
-    log_det
-}
+pub use dfdx_flows::testing::log_abs_det;
 
 /// The Jacobian of `f` at `x` by central differences (row-major, outputs × inputs).
 pub fn jacobian(f: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], step: f64) -> (Vec<f64>, usize) {

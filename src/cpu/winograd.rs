@@ -21,7 +21,8 @@
 //! accumulated in the transform domain (16 values per channel pair instead of 9) and brought back
 //! to the weight's layout once per batch ([`weight_grad_to_weight_layout`]): it is linear, so
 //! chunk sums can be added before.
-use super::conv::{gemm_into, sum, ConvDims};
+use super::conv_dims::ConvDims;
+use super::gemm::{gemm_into, sum};
 use super::simd::{as_f32, as_f32_mut, as_uninit_mut, assume_init_mut, has_avx512, Kernel};
 use super::transpose::{transpose_block, BLOCK};
 use rayon::prelude::*;
@@ -860,7 +861,7 @@ pub(crate) fn backward_image<E: Kernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::conv::{direct_image_backward, direct_image_forward};
+    use crate::cpu::direct_conv::{direct_image_backward, direct_image_forward};
 
     fn dims(c_in: usize, c_out: usize, height: usize, width: usize) -> ConvDims {
         ConvDims {

@@ -1,8 +1,10 @@
 //! [`ImageFlow`]: a flow with a standard normal prior on its output — likelihoods, bits per
 //! dimension, importance sampling and sampling.
-use crate::flow::{standard_normal, Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
-use crate::layers::split::standard_normal_log_prob;
-use crate::{FlowDevice, FlowDtype};
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
+use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo, Ldj};
+use crate::prior::{standard_normal, standard_normal_log_prob};
 use dfdx::prelude::*;
 
 /// The tutorial's `ImageFlow`: `flows` map images to a latent with a standard normal prior.
@@ -91,11 +93,12 @@ impl<F> ImageFlow<F> {
         &self,
         x: Tensor<F::In, E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<(Tensor<F::Out, E, D, T>, Ldj<E, D, T>), D::Err>
+    ) -> Result<(Tensor<F::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>>
     where
         F: Flow<E, D>,
     {
         let batch = x.shape().concrete()[0];
+        ctx.check_noise(batch * F::In::NUMEL)?;
         let ldj = x.device().try_zeros_like(&(batch,))?.retaped::<T>();
         if batch == 0 {
             // Nothing to transform; dfdx's CPU permute (squeeze) fails on empty tensors.
@@ -112,13 +115,16 @@ impl<F> ImageFlow<F> {
     /// noise comes from `ctx` if given there (deterministic, see [`FlowCtx::with_noise`]), else
     /// is drawn.
     ///
-    /// # Panics
-    /// If `ctx` holds noise or split latents of the wrong length.
+    /// # Errors
+    /// [`FlowError::Pixel`] if `x` holds a value that is not an integer in `0..=255` (for a flow
+    /// that starts with a dequantization layer), [`FlowError::NoiseLength`] or
+    /// [`FlowError::NoiseValue`] for noise in `ctx` that does not fit the batch, and
+    /// [`FlowError::Device`] if the device fails.
     pub fn log_likelihood<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
         &self,
         x: Tensor<F::In, E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<Ldj<E, D, T>, D::Err>
+    ) -> Result<Ldj<E, D, T>, FlowError<D::Err>>
     where
         F: Flow<E, D>,
     {
@@ -130,7 +136,7 @@ impl<F> ImageFlow<F> {
             Const::<1>,
             crate::flow::per_image(&shape),
         ))?;
-        ldj.try_add(standard_normal_log_prob(z)?)
+        Ok(ldj.try_add(standard_normal_log_prob(z)?)?)
     }
 
     /// Mean bits per dimension of the batch: the training loss (NaN for an empty batch).
@@ -138,7 +144,7 @@ impl<F> ImageFlow<F> {
         &self,
         x: Tensor<F::In, E, D, T>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<Rank0, E, D, T>, D::Err>
+    ) -> Result<Tensor<Rank0, E, D, T>, FlowError<D::Err>>
     where
         F: Flow<E, D>,
     {
@@ -149,9 +155,10 @@ impl<F> ImageFlow<F> {
             return Ok(nan.put_tape(tape));
         }
         let scale = -LOG2_E / F::In::NUMEL as f64;
-        self.log_likelihood(x, ctx)?
+        Ok(self
+            .log_likelihood(x, ctx)?
             .try_mul(E::from_f64(scale).unwrap())?
-            .try_mean()
+            .try_mean()?)
     }
 
     /// Bits per dimension of each image from `M = import_samples` dequantization draws:
@@ -159,7 +166,7 @@ impl<F> ImageFlow<F> {
     pub fn importance_bpd<E: FlowDtype, D: FlowDevice<E>>(
         &self,
         x: &Tensor<F::In, E, D>,
-    ) -> Result<Vec<f64>, D::Err>
+    ) -> Result<Vec<f64>, FlowError<D::Err>>
     where
         F: Flow<E, D>,
     {
@@ -199,18 +206,39 @@ impl<F> ImageFlow<F> {
         n: usize,
         z_init: Option<Tensor<F::Out, E, D>>,
         ctx: &mut FlowCtx<E>,
-    ) -> Result<Tensor<F::In, E, D>, D::Err>
+    ) -> Result<Tensor<F::In, E, D>, FlowError<D::Err>>
     where
         F: Flow<E, D>,
     {
+        let temperature = ctx.checked_temperature()?;
+        let batch = z_init.as_ref().map_or(n, |z| z.shape().concrete()[0]);
+        if !ctx.latents.is_empty() {
+            // Check every recorded latent before the first split layer takes one, so that a
+            // rejected call leaves the context as it was.
+            let sizes = self.split_latent_sizes(dev)?;
+            // The innermost split takes the last latent, and so on outwards.
+            let pairs = ctx.latents.iter().rev().zip(sizes.iter().rev());
+            for (from_inside, (latent, size)) in pairs.enumerate() {
+                if latent.len() != batch * size {
+                    return Err(FlowError::LatentLength {
+                        layer: format!(
+                            "split layer {} of {} (outermost first)",
+                            sizes.len() - from_inside,
+                            sizes.len()
+                        ),
+                        expected: batch * size,
+                        got: latent.len(),
+                    });
+                }
+            }
+        }
         let z = match z_init {
             Some(z) => z,
-            None => standard_normal(dev, &F::Out::with_batch(n))?
-                .try_mul(E::from_f64(ctx.temperature).unwrap())?,
+            None => standard_normal(dev, &F::Out::with_batch(n))?.try_mul(temperature)?,
         };
-        if z.shape().concrete()[0] == 0 {
+        if batch == 0 {
             // As in `encode`: no images, nothing to transform.
-            return z.try_reshape_like(&F::In::with_batch(0));
+            return Ok(z.try_reshape_like(&F::In::with_batch(0))?);
         }
         self.flows.try_inverse(z, ctx)
     }
@@ -221,7 +249,7 @@ impl<F> ImageFlow<F> {
     pub fn split_latent_sizes<E: FlowDtype, D: FlowDevice<E>>(
         &self,
         dev: &D,
-    ) -> Result<Vec<usize>, D::Err>
+    ) -> Result<Vec<usize>, FlowError<D::Err>>
     where
         F: Flow<E, D>,
     {

@@ -52,7 +52,7 @@ mod preload {
 
     /// Loads every module of [`MODULES`] that `dev` has not loaded yet.
     pub(crate) fn preload(dev: &Cuda) -> Result<(), CudaError> {
-        let cuda = crate::device::driver_device(dev)?;
+        let cuda = crate::cuda::driver::driver_device(dev)?;
         for ((module, functions, _), ptx) in MODULES.into_iter().zip(PTX) {
             if !cuda.has_func(module, functions[0]) {
                 cuda.load_ptx(Ptx::from_src(ptx), module, functions)?;
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn the_copied_kernels_are_dfdx_0_13_0s() {
         let dfdx = dfdx_sources().join("src/tensor_ops");
-        let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/nn/dfdx_kernels");
+        let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cuda/dfdx_kernels");
         // dfdx's files have CRLF line ends; rustc reads them as LF, so its strings have LF.
         let read = |p: PathBuf| {
             std::fs::read_to_string(&p)

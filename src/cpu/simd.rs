@@ -9,7 +9,7 @@
 
 /// The element types of the CPU kernels (`f32`, `f64`).
 pub(crate) trait Kernel:
-    num_traits::Float + super::fused::KernelExp + Send + Sync + 'static
+    num_traits::Float + super::exp::KernelExp + Send + Sync + 'static
 {
     /// Runs `f` with a scratch buffer of `n` values (contents unspecified) that belongs to the
     /// calling thread and is kept for its next call: the per-image work of the convolutions and
@@ -108,24 +108,24 @@ pub(crate) fn has_avx512() -> bool {
 macro_rules! simd_kernel {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<E: Kernel>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name<E: $crate::cpu::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn portable<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? $body
+            fn portable<E: $crate::cpu::simd::Kernel>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-                unsafe fn avx512<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
+                unsafe fn avx512<E: $crate::cpu::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
                     portable($($arg),*)
                 }
-                if $crate::nn::simd::has_avx512() {
+                if $crate::cpu::simd::has_avx512() {
                     // SAFETY: this CPU has the features `avx512` is compiled for.
                     return unsafe { avx512($($arg),*) };
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<E: $crate::nn::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
+                unsafe fn avx2<E: $crate::cpu::simd::Kernel>($($arg: $ty),*) $(-> $ret)? {
                     portable($($arg),*)
                 }
-                if $crate::nn::simd::has_avx2_fma() {
+                if $crate::cpu::simd::has_avx2_fma() {
                     // SAFETY: this CPU has the features `avx2` is compiled for.
                     return unsafe { avx2($($arg),*) };
                 }

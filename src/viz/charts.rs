@@ -17,7 +17,7 @@
 //! system font (and no fontconfig) is needed.
 //!
 //! ```no_run
-//! use dfdx_flows::charts::{self, EpochPoint};
+//! use dfdx_flows::viz::charts::{self, EpochPoint};
 //! use std::path::Path;
 //!
 //! charts::dequantization_distribution(Path::new("dequant.png"), 8, None)?;
@@ -43,7 +43,7 @@ use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
 /// DejaVu Sans 2.37 (Bitstream Vera license; see `assets/DejaVuSans-LICENSE.txt`).
-static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// The font family all text is drawn with (registered to the embedded font).
 const FONT: &str = "sans-serif";

@@ -1,4 +1,5 @@
-//! The whole conditioner network ([`GatedConvNet`]) as one autograd op on the CPU.
+//! The whole conditioner network ([`GatedConvNet`]) as one autograd op on the CPU
+//! ([`NetDevice`] for `Cpu`).
 //!
 //! As a chain of separate ops (convolutions, ConcatELU, gated residuals, layer norms), every
 //! layer copied its input out of dfdx's storage, allocated a zero-filled output, and in the
@@ -15,18 +16,19 @@
 //! outputs, the layer norms' inputs and statistics) in one buffer. Parameter gradients are summed
 //! per chunk of images ([`backward_chunk`]: 4, more for small images) and the chunk sums in order,
 //! so results do not depend on the thread count. The kernels are the separate ops' (`conv`,
-//! `fused`); ConcatELU's gradient is computed from its output instead of its input (no
+//! `elementwise`); ConcatELU's gradient is computed from its output instead of its input (no
 //! exponential), equal to the chain's within rounding (the test checks 1e-12 in f64).
-use super::conv::{
-    add_into, backward_chunk, conv_image_backward, conv_image_forward, host_copy, take_grad,
-    ConvDims, ConvWeight,
-};
-use super::fused::{
+use super::conv::{conv_image_backward, conv_image_forward, ConvWeight};
+use super::conv_dims::ConvDims;
+use super::elementwise::{
     concat_elu_backward_from_output_image, concat_elu_image, gated_backward_image, gated_image,
     layer_norm_backward_image, layer_norm_image, layer_norm_stats_image,
 };
-use super::gated::{GatedConvNet, LAYER_NORM_EPS};
+use super::host::{add_into, backward_chunk, host_copy, take_grad};
 use super::simd::{as_uninit_mut, assume_init_mut, Carve, Kernel};
+use crate::dtype::FlowDtype;
+use crate::nn::gated::{GatedConvNet, NetDevice, LAYER_NORM_EPS};
+use crate::nn::{ConvDevice, FusedOps};
 use crate::shape::Double;
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -474,7 +476,7 @@ where
     COut: ConstDim,
     H: Dim,
     W: Dim,
-    E: crate::FlowDtype + Kernel,
+    E: FlowDtype + Kernel,
     T: Tape<E, Cpu>,
 {
     // Gradient buffers follow storage order: make the input contiguous (a no-op if it is).
@@ -488,7 +490,7 @@ where
         height: shape.2.size(),
         width: shape.3.size(),
     };
-    fn weight<S: Shape, E: crate::FlowDtype + Kernel>(
+    fn weight<S: Shape, E: FlowDtype + Kernel>(
         c: ConvDims,
         w: &Tensor<S, E, Cpu>,
     ) -> ConvWeight<E> {
@@ -555,11 +557,31 @@ where
     Ok(out.put_tape(tape))
 }
 
+/// The conditioner network as one op on the CPU ([`gated_conv_net_cpu`]).
+impl<E: FlowDtype + Kernel> NetDevice<E> for Cpu
+where
+    Cpu: FusedOps<E> + ConvDevice<E>,
+{
+    fn try_gated_conv_net<
+        CIn: ConstDim,
+        CH: ConstDim + Double,
+        COut: ConstDim,
+        H: Dim,
+        W: Dim,
+        T: Tape<E, Self>,
+    >(
+        net: &GatedConvNet<CIn, CH, COut, E, Self>,
+        x: Tensor<(usize, CIn, H, W), E, Self, T>,
+    ) -> Result<Tensor<(usize, COut, H, W), E, Self, T>, Self::Err> {
+        gated_conv_net_cpu(net, x)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{NetGrads, NetParams};
     use crate::nn::gated::{Conditioner, GatedConvNet};
-    use crate::params::perturb_params;
+    use crate::testing::perturb_params;
     use dfdx::prelude::*;
 
     /// The fused network against the chain of separate ops (themselves tested against dfdx

@@ -1,4 +1,4 @@
-//! Pictures: image grids as PNG (torchvision's `make_grid` layout).
+//! Image grids as PNG (torchvision's `make_grid` layout).
 use std::path::Path;
 
 /// Layout of an image grid.
@@ -65,15 +65,19 @@ pub fn save_grid(
     h: usize,
     w: usize,
     style: GridStyle,
-) -> Result<(), image::ImageError> {
+) -> std::io::Result<()> {
     let (gw, gh, pixels) = grid(images, n, h, w, style);
-    let img = image::GrayImage::from_raw(gw, gh, pixels).expect("buffer matches the size");
     // Encode in memory, then write atomically: a run killed while writing its samples leaves
     // the previous picture, never half a PNG.
-    let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png)?;
-    crate::checkpoint::write_atomic(path, png.get_ref())
-        .map_err(|e| image::ImageError::IoError(std::io::Error::other(e.to_string())))
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, gw, gh);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| writer.write_image_data(&pixels))
+        .map_err(std::io::Error::other)?;
+    crate::atomic_file::write_atomic(path, &bytes)
 }
 
 /// Converts pixel values of a float tensor (integers 0..=255 after dequantization's inverse) to

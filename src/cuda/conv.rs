@@ -1,11 +1,11 @@
 //! [`ConvDevice`] for dfdx's `Cuda` device (feature `cuda`): the gather composition of
-//! [`conv2d_by_composition`] (DESIGN.md §4), built from dfdx's CUDA `gather` and cuBLAS `matmul`,
+//! [`conv2d_by_composition`] (docs/ARCHITECTURE.md §3), built from dfdx's CUDA `gather` and cuBLAS `matmul`,
 //! with the gather index kept on the GPU between calls.
+use crate::nn::ConvDevice;
 use dfdx::prelude::*;
 use std::cell::RefCell;
 
-use super::conv::ConvDevice;
-use super::conv_compose::{conv2d_by_composition, im2col_index, recently_used};
+use crate::nn::conv_compose::{conv2d_by_composition, im2col_index, recently_used};
 
 /// How many im2col indices stay on the GPU: the shapes of one model's training batch, its
 /// evaluation batch and its sampling batch at each of the multi-scale flow's three resolutions
@@ -41,7 +41,7 @@ fn cached_im2col_index(
     w: usize,
     k: usize,
 ) -> Result<Tensor<(usize,), usize, Cuda>, CudaError> {
-    let cuda = crate::device::driver_device(dev)?;
+    let cuda = crate::cuda::driver::driver_device(dev)?;
     let key = IndexKey {
         ordinal: cuda.ordinal(),
         stream: *cuda.cu_stream() as usize,

@@ -198,7 +198,7 @@ pub(crate) fn affine_coupling_cpu<
     Ok((out.put_tape(tape), log_det.put_tape(T::default())))
 }
 
-/// The transform as one parallel pass on the CPU ([`affine_coupling_cpu`]).
+/// The transform as one parallel pass on the CPU (`affine_coupling_cpu`).
 impl<E: FlowDtype + Kernel> AffineCouplingOps<E> for Cpu
 where
     Cpu: Device<E>,

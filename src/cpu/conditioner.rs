@@ -557,7 +557,7 @@ where
     Ok(out.put_tape(tape))
 }
 
-/// The conditioner network as one op on the CPU ([`gated_conv_net_cpu`]).
+/// The conditioner network as one op on the CPU (`gated_conv_net_cpu`).
 impl<E: FlowDtype + Kernel> NetDevice<E> for Cpu
 where
     Cpu: FusedOps<E> + ConvDevice<E>,

@@ -4,7 +4,7 @@
 //! dfdx 0.13 compiles its own `conv2d` only on nightly Rust, so the convolution is ours, behind
 //! the small trait [`ConvDevice`] so that layers stay device-generic: the CPU runs its own
 //! kernels (`crate::cpu::conv`), CUDA a composition of dfdx ops
-//! ([`conv_compose`](super::conv_compose), the reference the CPU kernels are tested against).
+//! (`conv_compose`, the reference the CPU kernels are tested against).
 use dfdx::prelude::*;
 
 /// A device that can run the same-padded convolutions of the flows' conditioner networks.

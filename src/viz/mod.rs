@@ -1,4 +1,4 @@
-//! Pictures: image grids as PNG ([`grid`]) and, with feature `charts`, the tutorial's charts
+//! Pictures: image grids as PNG ([`mod@grid`]) and, with feature `charts`, the tutorial's charts
 //! ([`charts`]: learning curves, histograms, masks).
 #[cfg(feature = "charts")]
 pub mod charts;

@@ -98,7 +98,6 @@ impl<F> ImageFlow<F> {
         F: Flow<E, D>,
     {
         let batch = x.shape().concrete()[0];
-        ctx.check_noise(batch * F::In::NUMEL)?;
         let ldj = x.device().try_zeros_like(&(batch,))?.retaped::<T>();
         if batch == 0 {
             // Nothing to transform; dfdx's CPU permute (squeeze) fails on empty tensors.

@@ -205,8 +205,21 @@ impl RunDir {
 fn noise_for<E: FlowDtype>(seed: u64, step: u64, len: usize) -> Vec<E> {
     let mut rng = StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (0..len)
-        .map(|_| E::from_f64(rng.gen::<f64>()).unwrap())
+        .map(|_| unit_noise::<E>(rng.gen::<f64>()))
         .collect()
+}
+
+/// `u` from `[0, 1)` as `E`, still below 1: an `f64` within 2⁻²⁵ of 1 rounds to 1.0 in `f32`,
+/// which the dequantization layer rejects as noise (it happened about once an epoch on MNIST),
+/// so such a value becomes the largest `E` below 1.
+fn unit_noise<E: FlowDtype>(u: f64) -> E {
+    let v = E::from_f64(u).unwrap_or_else(E::zero);
+    let below_one = E::one() - E::epsilon() / (E::one() + E::one());
+    if v < E::one() {
+        v
+    } else {
+        below_one
+    }
 }
 
 /// The order of the training images in an epoch.
@@ -664,7 +677,17 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
 
 #[cfg(test)]
 mod tests {
-    use super::improves;
+    use super::{improves, unit_noise};
+
+    #[test]
+    fn noise_near_one_stays_below_one_in_f32() {
+        let near_one = 1.0 - 1e-9;
+        assert_eq!(near_one as f32, 1.0, "the case this guards against");
+        let u = unit_noise::<f32>(near_one);
+        assert!(u < 1.0 && u > 0.9999999, "{u}");
+        assert_eq!(unit_noise::<f64>(near_one), near_one);
+        assert_eq!(unit_noise::<f32>(0.25), 0.25);
+    }
 
     #[test]
     fn only_a_finite_lower_bpd_is_an_improvement() {

@@ -196,6 +196,25 @@ fn max_level_diff(a: &[u8], b: &[u8]) -> u8 {
     a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap()
 }
 
+/// `--pretrained` reads the weights shipped in pretrained/multiscale (no training, no
+/// `--checkpoint`), and refuses to be given with `--checkpoint`.
+#[test]
+fn pretrained_weights_sample_from_the_command_line() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("pretrained.png");
+    run_multi(&[&"sample", &"--pretrained", &"--n", &"4", &"--out", &out]).unwrap();
+    assert_not_constant(&open_gray(&out), "samples of the shipped weights");
+    let both = run_multi(&[
+        &"sample",
+        &"--pretrained",
+        &"--checkpoint",
+        &out_dir.path(),
+        &"--out",
+        &out,
+    ]);
+    assert!(both.is_err(), "{both:?}");
+}
+
 #[test]
 fn interpolations_start_and_end_at_the_test_images() {
     let data = fake_mnist();
@@ -595,6 +614,11 @@ fn bad_arguments_give_one_clear_line() {
             "--max-images",
         ),
     ];
+    // `--pretrained` for a model that ships no weights names the models that do.
+    let pretrained = vec![(
+        run_simple(&[&"sample", &"--pretrained", &"--out", &out]),
+        "no pretrained weights for `simple`",
+    )];
     let temperatures = ["nan", "inf", "-1"].map(|t| {
         let run = run_simple(&[
             &"sample",
@@ -607,7 +631,12 @@ fn bad_arguments_give_one_clear_line() {
         ]);
         (run, "--temperature")
     });
-    let cases: Vec<_> = cases.into_iter().chain(more).chain(temperatures).collect();
+    let cases: Vec<_> = cases
+        .into_iter()
+        .chain(more)
+        .chain(pretrained)
+        .chain(temperatures)
+        .collect();
     for (i, (result, expected)) in cases.into_iter().enumerate() {
         let msg = error_line(result);
         assert!(
@@ -684,8 +713,8 @@ fn runs_are_kept_and_checkpoints_name_their_model() {
     let results: EvalResults =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     assert_eq!(
-        (results.model.as_str(), results.max_images),
-        ("simple", Some(1))
+        (results.model.as_str(), results.max_images, results.epochs),
+        ("simple", Some(1), Some(1))
     );
     assert!(results.inference_seconds_per_64 > 0.0, "{results:?}");
     // Results replace results, never another file of the run.
@@ -737,6 +766,7 @@ fn results_table_is_the_tutorials() {
             sampling_seconds_per_64: 0.018,
             parameters: 556_312,
             max_images: None,
+            epochs: Some(200),
         },
         EvalResults {
             model: "multiscale".into(),
@@ -747,6 +777,7 @@ fn results_table_is_the_tutorials() {
             sampling_seconds_per_64: 0.015,
             parameters: 1_711_818,
             max_images: Some(64),
+            epochs: None,
         },
     ];
     let md = cli::results_table(&results, true);

@@ -22,9 +22,9 @@ pub enum DequantSpace {
 /// two plots are `simple -- dequant-hist` and `vardeq -- dequant-hist`.
 #[derive(Debug, Args)]
 pub struct DequantHistArgs {
-    /// A run directory, its checkpoints/ directory, a checkpoint directory, or a weights file
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Which weights: --checkpoint PATH or --pretrained
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Output PNG
     #[arg(long, default_value = "dequant_hist.png")]
     pub out: PathBuf,
@@ -118,7 +118,7 @@ where
         return Err(failed("--images, --draws and --bins must be at least 1"));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.weights.path(name)?)?;
     let layer = model.flows.first_layer_name();
     let kind = if layer.starts_with("VariationalDequantization") {
         "Variational dequantization"

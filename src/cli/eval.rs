@@ -5,9 +5,9 @@ use super::*;
 /// Options of `eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A run directory, its checkpoints/ directory, or one checkpoint directory
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Which weights: --checkpoint PATH or --pretrained
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// MNIST directory [default: $MNIST_DIR, else data/mnist]
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -48,6 +48,10 @@ pub struct EvalResults {
     /// Evaluated on the first N images of each split only (`--max-images`); `None`: all.
     #[serde(default)]
     pub max_images: Option<usize>,
+    /// Epochs the weights were trained for, where the checkpoint's sidecar (`meta.json` beside
+    /// the weights) says; `None` for a bare weights file.
+    #[serde(default)]
+    pub epochs: Option<usize>,
 }
 
 pub(super) fn cmd_eval<F, D: CliDevice>(
@@ -63,7 +67,12 @@ where
             "--import-samples and --max-images must be at least 1",
         ));
     }
-    let (dev, mut model) = open_model(name, build, 42, &args.checkpoint)?;
+    let weights = find_weights(&args.weights.path(name)?)?;
+    let (dev, mut model) = open_model(name, build, 42, &weights)?;
+    let epochs = weights
+        .parent()
+        .and_then(|dir| checkpoint::read_meta_in(dir).ok())
+        .map(|meta| meta.epoch);
     model.import_samples = args.import_samples;
     let mnist = Mnist::obtain(args.data.clone()).map_err(failed)?;
     let limit = args.max_images.unwrap_or(usize::MAX);
@@ -104,10 +113,11 @@ where
         sampling_seconds_per_64: t.elapsed().as_secs_f64(),
         parameters: model.num_trainable_params(),
         max_images: args.max_images,
+        epochs,
     };
     let out = match &args.out {
         Some(out) => out.clone(),
-        None => results_path(&find_weights(&args.checkpoint)?),
+        None => results_path(&weights),
     };
     check_results_file::<EvalResults>(&out)?;
     checkpoint::write_atomic(

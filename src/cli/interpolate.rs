@@ -20,9 +20,9 @@ use super::*;
 /// first; here rows run from the first to the second.)
 #[derive(Debug, Args)]
 pub struct InterpolateArgs {
-    /// A run directory, its checkpoints/ directory, a checkpoint directory, or a weights file
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Which weights: --checkpoint PATH or --pretrained
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Pairs of test images, one row each (test images 0 and 1, 2 and 3, …)
     #[arg(long, default_value_t = 2)]
     pub pairs: usize,
@@ -62,7 +62,7 @@ where
         ));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.weights.path(name)?)?;
     let n = 2 * args.pairs;
     let images = test_images(args.data.clone(), n)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);

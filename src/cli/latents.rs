@@ -9,9 +9,9 @@ use super::*;
 /// ones fix (the digit). Needs a model with split layers.
 #[derive(Debug, Args)]
 pub struct LatentsArgs {
-    /// A run directory, its checkpoints/ directory, a checkpoint directory, or a weights file
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Which weights: --checkpoint PATH or --pretrained
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Rows: final latents drawn, each decoded 8 times
     #[arg(long, default_value_t = 4)]
     pub rows: usize,
@@ -44,7 +44,7 @@ where
         return Err(failed("--temperature must be a positive number"));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.weights.path(name)?)?;
     let samples =
         crate::sampling::shared_final_latent(&model, &dev, args.rows, LATENT_ROW, args.temperature)
             .map_err(flow_failed)?;

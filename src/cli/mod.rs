@@ -6,6 +6,7 @@
 //! cargo run --release --example multiscale -- info         # layers, shapes, parameters
 //! cargo run --release --example multiscale -- sample --checkpoint runs/multiscale --n 16 --out s.png
 //! cargo run --release --example multiscale -- eval --checkpoint runs/multiscale
+//! cargo run --release --example multiscale -- sample --pretrained --out s.png   # shipped weights
 //! cargo run --release --example simple -- loglik --weights W.safetensors --inputs X.safetensors
 //! cargo run --release --example multiscale -- interpolate --checkpoint runs/multiscale --out interp.png
 //! cargo run --release --example multiscale -- latents --checkpoint runs/multiscale --out shared.png
@@ -22,6 +23,7 @@ mod latents;
 mod loglik;
 mod sample;
 mod train;
+mod weights;
 
 pub use charts::*;
 pub use dequant_hist::*;
@@ -31,6 +33,7 @@ pub use latents::*;
 pub use loglik::*;
 pub use sample::*;
 pub use train::*;
+pub use weights::*;
 
 use crate::checkpoint::{self, load_weights};
 use crate::data::{Mnist, Subset};
@@ -261,7 +264,7 @@ where
                 name,
                 build,
                 &SampleArgs {
-                    checkpoint: out,
+                    weights: WeightsArgs::checkpoint(out),
                     n: 16,
                     out: samples,
                     seed: 44,

@@ -4,9 +4,9 @@ use super::*;
 /// Options of `sample`.
 #[derive(Debug, Args)]
 pub struct SampleArgs {
-    /// A run directory, its checkpoints/ directory, or one checkpoint directory
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Which weights: --checkpoint PATH or --pretrained
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Number of samples
     #[arg(long, default_value_t = 16)]
     pub n: usize,
@@ -39,7 +39,7 @@ where
         )));
     }
     check_output(&args.out)?;
-    let (dev, model) = open_model(name, build, args.seed, &args.checkpoint)?;
+    let (dev, model) = open_model(name, build, args.seed, &args.weights.path(name)?)?;
     let mut ctx = FlowCtx {
         temperature: args.temperature,
         ..FlowCtx::default()

@@ -274,6 +274,26 @@ fn chains() -> String {
         let describe: String = (0..n)
             .map(|i| format!("        self.0 .{i}.describe(layers);\n"))
             .collect();
+        let needs_init = (0..n)
+            .map(|i| format!("self.0 .{i}.needs_initialization()"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        let mut initialize = String::new();
+        for i in 0..n {
+            if i > 0 {
+                let h = i - 1;
+                writeln!(
+                    initialize,
+                    "        let x = <<L{h} as Flow<E, D>>::Out as FitsInto<<L{i} as Flow<E, D>>::In, L{h}, L{i}, {h}, {i}>>::fit(x);"
+                )
+                .unwrap();
+            }
+            writeln!(
+                initialize,
+                "        let x = self.0 .{i}.try_initialize(x, ctx)?;"
+            )
+            .unwrap();
+        }
         let last = n - 1;
         let where_clause = if fits.is_empty() {
             String::new()
@@ -302,6 +322,18 @@ fn chains() -> String {
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {{
 {inverse}        Ok(z)
+    }}
+
+    fn needs_initialization(&self) -> bool {{
+        {needs_init}
+    }}
+
+    fn try_initialize(
+        &mut self,
+        x: Tensor<Self::In, E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Tensor<Self::Out, E, D>, FlowError<D::Err>> {{
+{initialize}        Ok(x)
     }}
 
     fn name(&self) -> String {{

@@ -179,6 +179,29 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>>;
 
+    /// Whether a layer in this flow still waits for its data-dependent initialisation
+    /// ([`Flow::try_initialize`]; e.g. [`ActNorm`](crate::layers::ActNorm)). Default: no.
+    fn needs_initialization(&self) -> bool {
+        false
+    }
+
+    /// Data-dependent initialisation: passes `x` through in the density direction, letting each
+    /// layer that is initialised from data and not yet initialised set its parameters from the
+    /// batch it receives. Returns the output. The default (a layer without such parameters)
+    /// only passes `x` through; a composite passes it through its parts in order.
+    ///
+    /// # Errors
+    /// As [`Flow::try_forward`], and [`FlowError::Argument`] for a batch a layer cannot be
+    /// initialised from (empty, or not finite).
+    fn try_initialize(
+        &mut self,
+        x: Tensor<Self::In, E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Tensor<Self::Out, E, D>, FlowError<D::Err>> {
+        let ldj = x.device().try_zeros_like(&(x.shape().concrete()[0],))?;
+        Ok(self.try_forward(x, ldj, ctx)?.0)
+    }
+
     /// A short human-readable name of the layer.
     fn name(&self) -> String;
 

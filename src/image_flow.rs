@@ -197,6 +197,28 @@ impl<F> ImageFlow<F> {
             .collect())
     }
 
+    /// Data-dependent initialisation from the batch `x` (pixel values, as for
+    /// [`ImageFlow::log_likelihood`]) of the layers that wait for it, such as
+    /// [`ActNorm`](crate::layers::ActNorm); does nothing, not even a pass, when none does (the
+    /// tutorial's models, or a model loaded from a checkpoint). The trainer calls it on the
+    /// first batch of a fresh run; call it yourself before your own training loop.
+    ///
+    /// # Errors
+    /// As [`Flow::try_initialize`].
+    pub fn initialize<E: FlowDtype, D: FlowDevice<E>>(
+        &mut self,
+        x: Tensor<F::In, E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<(), FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        if self.flows.needs_initialization() {
+            self.flows.try_initialize(x, ctx)?;
+        }
+        Ok(())
+    }
+
     /// Draws `n` images: latents from `N(0, temperature²)` (or `z_init`), through the inverse
     /// flow. Split layers draw their part the same way unless `ctx.latents` holds them.
     pub fn sample<E: FlowDtype, D: FlowDevice<E>>(

@@ -1,15 +1,21 @@
-//! The flow layers of the tutorial.
+//! The flow layers: the tutorial's, and Glow's (ActNorm and the invertible 1×1 convolution so
+//! far).
+pub mod actnorm;
 pub mod coupling;
 pub mod coupling_op;
 pub mod dequantization;
+pub mod invconv;
+mod lu;
 pub mod mask;
 pub mod split;
 pub mod squeeze;
 pub mod variational;
 
+pub use actnorm::{ActNorm, ACTNORM_MIN_STD};
 pub use coupling::{ChannelCoupling, CheckerboardCoupling, CondCheckerboardCoupling, Coupling};
 pub use coupling_op::AffineCouplingOps;
 pub use dequantization::Dequantization;
+pub use invconv::InvConv1x1;
 pub use mask::{ChannelMask, Checkerboard, MaskKind};
 pub use split::Split;
 pub use squeeze::Squeeze;

@@ -410,6 +410,19 @@ where
     });
     let mut history = Vec::new();
     let mut bad_in_a_row = 0u64;
+    if model.flows.needs_initialization() {
+        // Data-dependent initialisation (ActNorm) on the batch and noise of the first step. A
+        // resumed or loaded model has it done already: its checkpoint holds the layers' flags.
+        let order = epoch_order(config.seed, meta.epoch, n_train);
+        let pixels: Vec<E> = order[..config.batch_size]
+            .iter()
+            .flat_map(|&i| train[i * numel..(i + 1) * numel].iter())
+            .map(|v| E::from_u8(*v).unwrap_or(E::zero()))
+            .collect();
+        let x = dev.tensor_from_vec(pixels, F::In::with_batch(config.batch_size));
+        let noise = noise_for::<E>(config.seed, meta.step, config.batch_size * numel);
+        flow_err(model.initialize(x, &mut FlowCtx::with_noise(noise)))?;
+    }
     let mut grads = model.alloc_grads();
 
     while meta.epoch < config.epochs {

@@ -134,5 +134,16 @@
 //! Perturb the parameters first (`testing::perturb_params`),
 //! so that a layer that starts as the identity is tested as what it becomes.
 //!
+//! ## 6. Initialisation from data
+//!
+//! A layer whose parameters should be set from the first batch, as Glow's
+//! [`ActNorm`](crate::layers::ActNorm) sets its shift and scale, overrides
+//! [`Flow::needs_initialization`](crate::Flow::needs_initialization) and
+//! [`Flow::try_initialize`](crate::Flow::try_initialize) (the defaults: nothing to do). Keep the
+//! "initialised" flag in a detached tensor of the layer, as `ActNorm` does, so that checkpoints
+//! carry it and a loaded model is not initialised again. The trainer initialises a fresh run;
+//! in a loop of your own, call [`ImageFlow::initialize`](crate::ImageFlow::initialize) on the
+//! first batch.
+//!
 //! [`TensorCollection`]: dfdx::nn::TensorCollection
 //! [`BuildOnDevice`]: dfdx::nn::BuildOnDevice

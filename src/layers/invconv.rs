@@ -139,7 +139,11 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
     ) -> Result<Tensor<Img<C, H, W>, E, D, T>, D::Err> {
         let batch = x.shape().0;
         let pixels = x.try_reshape_like(&(batch, Const::<C>, H * W))?;
-        let matrices = matrix.try_broadcast_like::<_, Axis<0>>(&(batch, Const::<C>, Const::<C>))?;
+        // A contiguous copy per image, not a broadcast: CUDA's batched matmul rejects a batch
+        // stride of 0 (ARCHITECTURE.md, dfdx fact 7); C×C values per image cost nothing here.
+        let matrices = matrix
+            .try_broadcast_like::<_, Axis<0>>(&(batch, Const::<C>, Const::<C>))?
+            .try_reshape_like(&(batch, Const::<C>, Const::<C>))?;
         matrices
             .try_matmul(pixels)?
             .try_reshape_like(&Img::<C, H, W>::with_batch(batch))

@@ -146,12 +146,33 @@ impl Adam {
         model: &mut M,
         grads: &Gradients<E, D>,
     ) -> Result<UpdateOutcome, D::Err> {
-        let collected = named_gradients(&*model, grads)?;
+        self.update_clipped(model, grads, None)
+    }
+
+    /// [`Adam::update`] with the gradients first scaled down, all by the same factor, so that
+    /// their global L2 norm (over every trainable tensor) is at most `max_norm` (PyTorch's
+    /// `clip_grad_norm_`); `None` does not clip.
+    pub fn update_clipped<E: FlowDtype, D: FlowDevice<E>, M: TensorCollection<E, D>>(
+        &mut self,
+        model: &mut M,
+        grads: &Gradients<E, D>,
+        max_norm: Option<f64>,
+    ) -> Result<UpdateOutcome, D::Err> {
+        let mut collected = named_gradients(&*model, grads)?;
         if collected
             .iter()
             .any(|(_, g)| g.iter().any(|v| !v.is_finite()))
         {
             return Ok(UpdateOutcome::SkippedNonFinite);
+        }
+        if let Some(max_norm) = max_norm {
+            let norm = global_norm(&collected);
+            if norm > max_norm {
+                let scale = max_norm / norm;
+                for (_, g) in &mut collected {
+                    g.iter_mut().for_each(|v| *v *= scale);
+                }
+            }
         }
         self.step += 1;
         let mut applier = Applier {
@@ -167,6 +188,16 @@ impl Adam {
     }
 }
 
+/// The L2 norm of all gradients together.
+pub fn global_norm(grads: &[(String, Vec<f64>)]) -> f64 {
+    grads
+        .iter()
+        .flat_map(|(_, g)| g.iter())
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +206,18 @@ mod tests {
     /// step against the update rule written out by hand (PyTorch's defaults, learning rate
     /// `lr`).
     fn check_against_the_rule<const N: usize>(start: &[f64], target: f64, lr: f64, steps: i32) {
+        check_clipped_against_the_rule::<N>(start, target, lr, steps, None);
+    }
+
+    /// As `check_against_the_rule`, with the gradient clipped to the global norm `max_norm`;
+    /// returns the final weights.
+    fn check_clipped_against_the_rule<const N: usize>(
+        start: &[f64],
+        target: f64,
+        lr: f64,
+        steps: i32,
+        max_norm: Option<f64>,
+    ) -> Vec<f64> {
         let dev: Cpu = Default::default();
         let mut w: Tensor<Rank1<N>, f64, Cpu> = dev.zeros();
         w.copy_from(start);
@@ -183,9 +226,18 @@ mod tests {
         for t in 1..=steps {
             let loss = (w.leaky_trace() - target).square().sum();
             let grads = loss.backward();
-            assert_eq!(adam.update(&mut w, &grads).unwrap(), UpdateOutcome::Applied);
+            assert_eq!(
+                adam.update_clipped(&mut w, &grads, max_norm).unwrap(),
+                UpdateOutcome::Applied
+            );
+            let norm = expect
+                .iter()
+                .map(|e| (2.0 * (e - target)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let scale = max_norm.map_or(1.0, |max| (max / norm).min(1.0));
             for i in 0..N {
-                let g = 2.0 * (expect[i] - target);
+                let g = 2.0 * (expect[i] - target) * scale;
                 m[i] = 0.9 * m[i] + 0.1 * g;
                 v[i] = 0.999 * v[i] + 0.001 * g * g;
                 let mh = m[i] / (1.0 - 0.9f64.powi(t));
@@ -197,6 +249,22 @@ mod tests {
             }
         }
         assert_eq!(adam.step, steps as u64);
+        w.as_vec()
+    }
+
+    /// Clipping scales every gradient by the same factor, only when their global norm is above
+    /// the limit: Adam's first step does not change (it is scale-invariant), the later ones do.
+    #[test]
+    fn clipping_follows_the_rule_and_changes_the_trajectory() {
+        let start = [0.0, 1.0, -2.0];
+        let clipped = check_clipped_against_the_rule::<3>(&start, 3.0, 0.5, 6, Some(4.0));
+        let free = check_clipped_against_the_rule::<3>(&start, 3.0, 0.5, 6, None);
+        let far = check_clipped_against_the_rule::<3>(&start, 3.0, 0.5, 6, Some(1e6));
+        assert!(
+            clipped.iter().zip(&free).any(|(a, b)| (a - b).abs() > 1e-6),
+            "{clipped:?} vs {free:?}"
+        );
+        assert_eq!(far, free, "a limit above every norm changes nothing");
     }
 
     #[test]

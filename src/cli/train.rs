@@ -31,6 +31,12 @@ pub struct TrainArgs {
     /// Continue from the run directory's last checkpoint
     #[arg(long)]
     pub resume: bool,
+    /// Raise the learning rate linearly over the first N steps (0: no warmup)
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Clip the gradients' global L2 norm to this before each step
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
 }
 
 impl Default for TrainArgs {
@@ -45,6 +51,8 @@ impl Default for TrainArgs {
             max_train: None,
             max_val: None,
             resume: false,
+            warmup_steps: 0,
+            max_grad_norm: None,
         }
     }
 }
@@ -93,6 +101,8 @@ where
         seed: args.seed,
         max_train: args.max_train,
         max_val: args.max_val,
+        warmup_steps: args.warmup_steps,
+        max_grad_norm: args.max_grad_norm,
         ..TrainConfig::default()
     };
     let interrupt = Arc::new(AtomicBool::new(false));

@@ -46,6 +46,15 @@ pub struct TrainConfig {
     pub max_bad_steps: u64,
     /// Samples drawn into a PNG after every epoch.
     pub samples: usize,
+    /// Learning-rate warmup: over the first `warmup_steps` steps of the run the rate rises
+    /// linearly from `lr / warmup_steps` to the scheduled rate (0: no warmup). What Glow's users
+    /// report most, NaN or divergence in the first steps, is fixed by it.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Clip the global L2 norm of the gradients to this before each step (`None`: no clipping;
+    /// see [`Adam::update_clipped`]).
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +69,8 @@ impl Default for TrainConfig {
             max_val: None,
             max_bad_steps: 10,
             samples: 16,
+            warmup_steps: 0,
+            max_grad_norm: None,
         }
     }
 }
@@ -229,6 +240,16 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
         seed.wrapping_add(1_000_003 * epoch as u64),
     ));
     order
+}
+
+/// The learning-rate factor of step `step` (counted from 0 over the whole run) with a linear
+/// warmup over `warmup_steps` steps: `(step + 1) / warmup_steps` during the warmup, then 1.
+pub fn warmup_factor(step: u64, warmup_steps: u64) -> f64 {
+    if step >= warmup_steps {
+        1.0
+    } else {
+        (step + 1) as f64 / warmup_steps as f64
+    }
 }
 
 /// Whether an epoch's validation bpd makes its checkpoint the new best: a finite bpd below the
@@ -427,7 +448,8 @@ where
 
     while meta.epoch < config.epochs {
         let epoch = meta.epoch + 1;
-        adam.lr = config.lr * config.lr_decay.powi(meta.epoch as i32);
+        let epoch_lr = config.lr * config.lr_decay.powi(meta.epoch as i32);
+        adam.lr = epoch_lr;
         let order = epoch_order(config.seed, meta.epoch, n_train);
         let started = Instant::now();
         // Totals of the steps done before an interruption, if this epoch is resumed.
@@ -458,8 +480,9 @@ where
             let loss = flow_err(model.bpd(x.traced(grads), &mut ctx))?;
             let value = loss.as_vec()[0].to_f64().unwrap();
             grads = loss.backward();
+            adam.lr = epoch_lr * warmup_factor(meta.step, config.warmup_steps);
             let outcome = if value.is_finite() {
-                dev_err(adam.update(model, &grads))?
+                dev_err(adam.update_clipped(model, &grads, config.max_grad_norm))?
             } else {
                 UpdateOutcome::SkippedNonFinite
             };
@@ -487,6 +510,7 @@ where
                 epochs: config.epochs,
                 bpd: value,
                 skipped: outcome == UpdateOutcome::SkippedNonFinite,
+                lr: adam.lr,
                 epoch_bpd: if applied == 0 {
                     f64::NAN
                 } else {
@@ -531,7 +555,7 @@ where
         let seconds = seconds_so_far();
         let metrics = EpochMetrics {
             epoch,
-            lr: adam.lr,
+            lr: epoch_lr,
             train_bpd: if applied == 0 {
                 f64::NAN
             } else {
@@ -575,6 +599,9 @@ fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
         }
     };
     positive("learning rate", config.lr)?;
+    if let Some(max) = config.max_grad_norm {
+        positive("gradient-norm limit", max)?;
+    }
     positive("learning-rate decay", config.lr_decay)?;
     if config.batch_size == 0 {
         return Err(TrainError::Data("the batch size must be at least 1".into()));

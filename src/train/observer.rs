@@ -40,6 +40,8 @@ pub struct StepReport {
     pub bpd: f64,
     /// Whether the update was skipped for a non-finite loss or gradient.
     pub skipped: bool,
+    /// The learning rate of this step (the epoch's rate, times the warmup factor).
+    pub lr: f64,
     /// Mean training bpd of the epoch's applied steps so far (NaN if none).
     pub epoch_bpd: f64,
     /// Training images per second in this epoch so far.
@@ -254,6 +256,7 @@ mod tests {
             epochs: 5,
             bpd: 1.5,
             skipped: false,
+            lr: 1e-3,
             epoch_bpd: 1.25,
             images_per_sec: 100.0,
             epoch_seconds: 4.0 * epoch_step as f64,

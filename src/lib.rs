@@ -49,6 +49,7 @@ pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod prior;
+pub mod repeat;
 pub mod sampling;
 pub mod shape;
 #[cfg(any(test, feature = "test-util"))]
@@ -61,6 +62,7 @@ pub use dtype::FlowDtype;
 pub use error::FlowError;
 pub use flow::{Flow, FlowCtx, FlowDevice, ImgShape, LayerInfo, Ldj};
 pub use image_flow::ImageFlow;
+pub use repeat::Repeat;
 
 /// Everything needed to build and run the tutorial's flows.
 pub mod prelude {
@@ -73,6 +75,7 @@ pub mod prelude {
     pub use crate::layers::*;
     pub use crate::models::*;
     pub use crate::nn::{ConcatElu, Conv2d, GatedConv, GatedConvNet, LayerNormChannels};
+    pub use crate::repeat::Repeat;
     pub use crate::shape::{Double, Doubled, Halve, Halved, Img, Quadruple, Quadrupled};
 }
 

@@ -1,5 +1,5 @@
-//! The flow layers: the tutorial's, and Glow's (ActNorm and the invertible 1×1 convolution so
-//! far).
+//! The flow layers: the tutorial's, and Glow's (ActNorm, the invertible 1×1 convolution, the
+//! split with a learned prior so far).
 pub mod actnorm;
 pub mod coupling;
 pub mod coupling_op;
@@ -8,6 +8,7 @@ pub mod invconv;
 mod lu;
 pub mod mask;
 pub mod split;
+pub mod split_prior;
 pub mod squeeze;
 pub mod variational;
 
@@ -18,5 +19,6 @@ pub use dequantization::Dequantization;
 pub use invconv::InvConv1x1;
 pub use mask::{ChannelMask, Checkerboard, MaskKind};
 pub use split::Split;
+pub use split_prior::SplitPrior;
 pub use squeeze::Squeeze;
 pub use variational::{ConditionalFlow, VariationalDequantization};

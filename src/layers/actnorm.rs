@@ -141,6 +141,15 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         Ok(())
     }
 
+    /// `x ↦ e^logs · (x + loc)`, as a plain map (no log-determinant): ActNorm inside a
+    /// network, such as Glow's coupling network.
+    pub fn try_normalize<T: Tape<E, D>>(
+        &self,
+        x: Tensor<Img<C, H, W>, E, D, T>,
+    ) -> Result<Tensor<Img<C, H, W>, E, D, T>, D::Err> {
+        self.transform(x, false)
+    }
+
     /// `x ↦ e^logs · (x + loc)` (or the inverse), without the log-determinant.
     fn transform<T: Tape<E, D>>(
         &self,

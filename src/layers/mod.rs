@@ -1,9 +1,11 @@
 //! The flow layers: the tutorial's, and Glow's (ActNorm, the invertible 1×1 convolution, the
-//! split with a learned prior so far).
+//! affine coupling, the split with a learned prior).
 pub mod actnorm;
 pub mod coupling;
 pub mod coupling_op;
 pub mod dequantization;
+pub mod glow_coupling;
+pub mod glow_net;
 pub mod invconv;
 mod lu;
 pub mod mask;
@@ -16,6 +18,8 @@ pub use actnorm::{ActNorm, ACTNORM_MIN_STD};
 pub use coupling::{ChannelCoupling, CheckerboardCoupling, CondCheckerboardCoupling, Coupling};
 pub use coupling_op::AffineCouplingOps;
 pub use dequantization::Dequantization;
+pub use glow_coupling::GlowCoupling;
+pub use glow_net::GlowNet;
 pub use invconv::InvConv1x1;
 pub use mask::{ChannelMask, Checkerboard, MaskKind};
 pub use split::Split;

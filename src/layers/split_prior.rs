@@ -3,6 +3,7 @@ use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::{Flow, FlowCtx, FlowDevice, Ldj};
 use crate::nn::gated::chunk2;
+use crate::nn::ZeroConv2d;
 use crate::prior::standard_normal;
 use crate::shape::{Img, SplitChannels};
 use dfdx::prelude::*;
@@ -14,26 +15,22 @@ type HalfC<const C: usize, const H: usize, const W: usize> = <() as SplitChannel
 /// `split2d` with its learned prior):
 /// `(mean, logs) = chunk(conv₃ₓ₃(z₁) · e^{3·logscale})`, `log p(z₂ | z₁) = Σ log N(z₂; mean, e^{2 logs})`.
 ///
-/// The convolution and `logscale` start at zero (Glow's `Conv2dZeros`), so a fresh layer is the
+/// The convolution starts at zero ([`ZeroConv2d`], Glow's `Conv2dZeros`), so a fresh layer is the
 /// tutorial's split with a standard normal prior. What the density direction records in
 /// [`FlowCtx::latents`], and what the sampling direction takes from there or draws from
 /// `N(0, temperature²)`, is the standardised latent `ε = (z₂ − mean) · e^{−logs}`, so that the
 /// temperature and the interpolations act on it as on the tutorial's split.
 ///
 /// # Shapes
-/// `C`×`H`×`W` → `C/2`×`H`×`W`; an odd `C` does not compile. Tensor names: `weight`
-/// (C, C/2, 3, 3), `bias` (C), `logscale` (C).
+/// `C`×`H`×`W` → `C/2`×`H`×`W`; an odd `C` does not compile. Tensor names: `conv.weight`
+/// (C, C/2, 3, 3), `conv.bias` (C), `conv.logscale` (C).
 #[derive(Clone, Debug)]
 pub struct SplitPrior<const C: usize, const H: usize, const W: usize, E: Dtype, D: Storage<E>>
 where
     (): SplitChannels<C, H, W>,
 {
-    /// The prior network's kernel: from the kept half to mean and log-scale.
-    pub weight: Tensor<(Const<C>, HalfC<C, H, W>, Const<3>, Const<3>), E, D>,
-    /// Its bias.
-    pub bias: Tensor<(Const<C>,), E, D>,
-    /// Per-output-channel log-scale of the network's output, times 3 (Glow's `Conv2dZeros`).
-    pub logscale: Tensor<Rank1<C>, E, D>,
+    /// The prior network: from the kept half to mean and log-scale, zero-initialised.
+    pub conv: ZeroConv2d<HalfC<C, H, W>, Const<C>, E, D>,
 }
 
 impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice<E>>
@@ -46,33 +43,9 @@ where
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                Self::tensor(
-                    "weight",
-                    |s| &s.weight,
-                    |s| &mut s.weight,
-                    TensorOptions::reset_to_zeros(),
-                ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::reset_to_zeros(),
-                ),
-                Self::tensor(
-                    "logscale",
-                    |s| &s.logscale,
-                    |s| &mut s.logscale,
-                    TensorOptions::reset_to_zeros(),
-                ),
-            ),
-            |(weight, bias, logscale)| SplitPrior {
-                weight,
-                bias,
-                logscale,
-            },
-        )
+        visitor.visit_fields(Self::module("conv", |s| &s.conv, |s| &mut s.conv), |conv| {
+            SplitPrior { conv }
+        })
     }
 }
 
@@ -100,15 +73,8 @@ where
         ),
         D::Err,
     > {
-        let h = D::try_conv2d_same(kept, &self.weight, &self.bias)?;
-        let shape = *h.shape();
-        let scale = self
-            .logscale
-            .retaped::<T>()
-            .try_mul(E::from_f64(3.0).unwrap_or(E::one()))?
-            .try_exp()?
-            .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
-        chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(h.try_mul(scale)?)
+        let h = self.conv.try_apply(kept)?;
+        chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(h)
     }
 }
 

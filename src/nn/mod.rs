@@ -9,9 +9,11 @@ pub mod conv;
 pub(crate) mod conv_compose;
 pub mod fused;
 pub mod gated;
+pub mod zero_conv;
 
 pub use conv::ConvDevice;
 pub use fused::FusedOps;
 pub use gated::{
     ConcatElu, Conditioner, Conv2d, GatedConv, GatedConvNet, LayerNormChannels, NetDevice,
 };
+pub use zero_conv::ZeroConv2d;

@@ -1,0 +1,122 @@
+//! The conditioner network of Glow's affine coupling.
+use crate::dtype::FlowDtype;
+use crate::error::FlowError;
+use crate::flow::FlowDevice;
+use crate::layers::ActNorm;
+use crate::nn::{Conv2d, ZeroConv2d};
+use dfdx::prelude::*;
+
+/// Glow's coupling network on `H`×`W` images: a 3×3 convolution to `HIDDEN` channels, ActNorm,
+/// ReLU, a 1×1 convolution, ActNorm, ReLU, and a zero-initialised 3×3 convolution with a learned
+/// output scale ([`ZeroConv2d`]) to `COut` channels. Its ActNorms are initialised from data with
+/// the coupling ([`GlowNet::try_initialize`]).
+///
+/// Tensor names: `conv_in.*`, `norm_in.*`, `conv_mid.*`, `norm_mid.*`, `conv_out.*`.
+#[derive(Clone, Debug)]
+pub struct GlowNet<
+    CIn: ConstDim,
+    const HIDDEN: usize,
+    COut: ConstDim,
+    const H: usize,
+    const W: usize,
+    E: Dtype,
+    D: Storage<E>,
+> {
+    /// 3×3, `CIn` → `HIDDEN`.
+    pub conv_in: Conv2d<CIn, Const<HIDDEN>, 3, E, D>,
+    /// ActNorm after `conv_in`.
+    pub norm_in: ActNorm<HIDDEN, H, W, E, D>,
+    /// 1×1, `HIDDEN` → `HIDDEN`.
+    pub conv_mid: Conv2d<Const<HIDDEN>, Const<HIDDEN>, 1, E, D>,
+    /// ActNorm after `conv_mid`.
+    pub norm_mid: ActNorm<HIDDEN, H, W, E, D>,
+    /// Zero-initialised 3×3, `HIDDEN` → `COut`.
+    pub conv_out: ZeroConv2d<Const<HIDDEN>, COut, E, D>,
+}
+
+impl<CIn, const HIDDEN: usize, COut, const H: usize, const W: usize, E, D> TensorCollection<E, D>
+    for GlowNet<CIn, HIDDEN, COut, H, W, E, D>
+where
+    CIn: ConstDim,
+    COut: ConstDim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    type To<E2: Dtype, D2: Device<E2>> = GlowNet<CIn, HIDDEN, COut, H, W, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::module("conv_in", |s| &s.conv_in, |s| &mut s.conv_in),
+                Self::module("norm_in", |s| &s.norm_in, |s| &mut s.norm_in),
+                Self::module("conv_mid", |s| &s.conv_mid, |s| &mut s.conv_mid),
+                Self::module("norm_mid", |s| &s.norm_mid, |s| &mut s.norm_mid),
+                Self::module("conv_out", |s| &s.conv_out, |s| &mut s.conv_out),
+            ),
+            |(conv_in, norm_in, conv_mid, norm_mid, conv_out)| GlowNet {
+                conv_in,
+                norm_in,
+                conv_mid,
+                norm_mid,
+                conv_out,
+            },
+        )
+    }
+}
+
+impl<CIn, const HIDDEN: usize, COut, const H: usize, const W: usize, E, D> BuildOnDevice<D, E>
+    for GlowNet<CIn, HIDDEN, COut, H, W, E, D>
+where
+    CIn: ConstDim,
+    COut: ConstDim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    type Built = Self;
+}
+
+impl<CIn, const HIDDEN: usize, COut, const H: usize, const W: usize, E, D>
+    GlowNet<CIn, HIDDEN, COut, H, W, E, D>
+where
+    CIn: ConstDim,
+    COut: ConstDim,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    /// Applies the network.
+    pub fn try_apply<T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D, T>,
+    ) -> Result<Tensor<(usize, COut, Const<H>, Const<W>), E, D, T>, D::Err> {
+        let h = self.conv_in.try_forward(x)?;
+        let h = self.norm_in.try_normalize(h)?.try_relu()?;
+        let h = self.conv_mid.try_forward(h)?;
+        let h = self.norm_mid.try_normalize(h)?.try_relu()?;
+        self.conv_out.try_apply(h)
+    }
+
+    /// Whether an ActNorm of the network waits for its initialisation.
+    pub fn needs_initialization(&self) -> bool {
+        !self.norm_in.is_initialized() || !self.norm_mid.is_initialized()
+    }
+
+    /// Initialises the ActNorms that are not yet initialised from the activations the batch
+    /// `x` gives them, in order.
+    pub fn try_initialize(
+        &mut self,
+        x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D>,
+    ) -> Result<(), FlowError<D::Err>> {
+        let h = self.conv_in.try_forward(x)?;
+        if !self.norm_in.is_initialized() {
+            self.norm_in.init_from_batch(&h)?;
+        }
+        let h = self.norm_in.try_normalize(h)?.try_relu()?;
+        let h = self.conv_mid.try_forward(h)?;
+        if !self.norm_mid.is_initialized() {
+            self.norm_mid.init_from_batch(&h)?;
+        }
+        Ok(())
+    }
+}

@@ -129,6 +129,15 @@ pub struct Simple;
 pub struct VarDeq;
 /// The tutorial's multi-scale flow ([`MultiscaleFlow`](crate::models::MultiscaleFlow)).
 pub struct Multiscale;
+/// Glow for MNIST ([`GlowFlow`](crate::models::GlowFlow), default size).
+pub struct Glow;
+
+impl CliModel for Glow {
+    type Flow<D: FlowDevice<f32>> = crate::models::GlowFlow<f32, D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err> {
+        crate::models::glow_flow(dev)
+    }
+}
 
 impl CliModel for Simple {
     type Flow<D: FlowDevice<f32>> = crate::models::SimpleFlow<f32, D>;

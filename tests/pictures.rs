@@ -202,9 +202,13 @@ fn max_level_diff(a: &[u8], b: &[u8]) -> u8 {
 fn pretrained_weights_sample_from_the_command_line() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("pretrained.png");
-    run_multi(&[&"sample", &"--pretrained", &"--n", &"4", &"--out", &out]).unwrap();
+    // The full-size multi-scale flow (the shipped weights'), not this file's tiny one.
+    let run_full = |list: &[&dyn AsRef<std::ffi::OsStr>]| {
+        cli::run_from::<cli::Multiscale, _, _>("multiscale", args(list))
+    };
+    run_full(&[&"sample", &"--pretrained", &"--n", &"4", &"--out", &out]).unwrap();
     assert_not_constant(&open_gray(&out), "samples of the shipped weights");
-    let both = run_multi(&[
+    let both = run_full(&[
         &"sample",
         &"--pretrained",
         &"--checkpoint",

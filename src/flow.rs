@@ -180,7 +180,7 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>>;
 
     /// Whether a layer in this flow still waits for its data-dependent initialisation
-    /// ([`Flow::try_initialize`]; e.g. [`ActNorm`](crate::layers::ActNorm)). Default: no.
+    /// ([`Flow::try_initialize`]; e.g. Glow's ActNorm). Default: no.
     fn needs_initialization(&self) -> bool {
         false
     }

@@ -204,7 +204,7 @@ impl<F> ImageFlow<F> {
     /// first batch of a fresh run; call it yourself before your own training loop.
     ///
     /// # Errors
-    /// As [`Flow::try_initialize`].
+    /// As [`Flow::try_initialize`], and [`FlowError::Argument`] for an empty batch.
     pub fn initialize<E: FlowDtype, D: FlowDevice<E>>(
         &mut self,
         x: Tensor<F::In, E, D>,
@@ -213,9 +213,16 @@ impl<F> ImageFlow<F> {
     where
         F: Flow<E, D>,
     {
-        if self.flows.needs_initialization() {
-            self.flows.try_initialize(x, ctx)?;
+        if !self.flows.needs_initialization() {
+            return Ok(());
         }
+        if x.shape().concrete()[0] == 0 {
+            // Checked here, before any layer sees it: dfdx's CPU permute fails on empty tensors.
+            return Err(FlowError::Argument(
+                "initialisation from data needs a batch of at least one image".into(),
+            ));
+        }
+        self.flows.try_initialize(x, ctx)?;
         Ok(())
     }
 

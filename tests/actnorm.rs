@@ -180,6 +180,14 @@ fn actnorm_is_initialised_by_the_trainer_once_and_kept_in_checkpoints() {
     );
     loaded.initialize(x, &mut FlowCtx::default()).unwrap();
     assert_eq!(loaded.flows.0 .1.loc.as_vec(), first.loc.as_vec());
+    // A fresh model and an empty batch: an error, not a panic, and nothing initialised.
+    let mut fresh = ImageFlow::new(dev.build_module::<Tiny, f32>());
+    let empty = dev.zeros_like(&Img::<1, 8, 8>::with_batch(0));
+    let err = fresh
+        .initialize(empty, &mut FlowCtx::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one image"), "{err}");
+    assert!(fresh.flows.needs_initialization());
 
     // Resuming for a second epoch continues from the saved values, not re-initialised ones:
     // with a shift no initialisation would give (-7) written into the checkpoint, two steps of

@@ -186,7 +186,10 @@ fn actnorm_is_initialised_by_the_trainer_once_and_kept_in_checkpoints() {
     let err = fresh
         .initialize(empty, &mut FlowCtx::default())
         .unwrap_err();
-    assert!(err.to_string().contains("at least one image"), "{err}");
+    assert!(
+        err.to_string().contains("initialisation from data needs"),
+        "{err}"
+    );
     assert!(fresh.flows.needs_initialization());
 
     // Resuming for a second epoch continues from the saved values, not re-initialised ones:

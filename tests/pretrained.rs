@@ -53,7 +53,13 @@ fn shipped_files_agree_with_each_other() {
     assert_eq!(numbers, (1..=meta.epoch as u64).collect::<Vec<_>>());
     let last_val = epochs.last().unwrap()["val_bpd"].as_f64().unwrap();
     assert_eq!(Some(last_val), meta.val_bpd);
-    assert_eq!(results["val_bpd"].as_f64(), meta.val_bpd);
+    // `eval` draws its dequantization noise per batch of 64, training per batch of its own
+    // size: the same images, another draw, so close but not equal.
+    let eval_val = results["val_bpd"].as_f64().unwrap();
+    assert!(
+        (eval_val - last_val).abs() < 0.005,
+        "{eval_val} vs {last_val}"
+    );
     let test_bpd = results["test_bpd"].as_f64().unwrap();
     assert!(test_bpd.is_finite() && test_bpd > 0.5 && test_bpd < last_val);
 }

@@ -1,7 +1,8 @@
 //! The standard normal prior of the flows' latents: its log-density (the last term of every
 //! likelihood, and of each split-off half) and sampling on the device.
 use crate::dtype::FlowDtype;
-use crate::flow::{FlowDevice, Ldj};
+use crate::error::FlowError;
+use crate::flow::{FlowCtx, FlowDevice, Ldj};
 use dfdx::prelude::*;
 
 /// Draws `N(0, 1)` samples on the device by Box–Muller from two uniform draws (dfdx's
@@ -43,4 +44,28 @@ pub fn standard_normal_log_prob<
         .try_mul(E::from_f64(-0.5).unwrap())?
         .try_sub(half_log_2pi)?
         .try_sum::<(usize,), Axes3<1, 2, 3>>()
+}
+
+/// The split-off latent a split layer uses in the sampling direction: the last entry of
+/// [`FlowCtx::latents`] if there is one (checked to have `shape`'s size first, so that a rejected
+/// latent stays in the context), else a draw from `N(0, temperature²)`. `layer` names the layer
+/// in the error.
+pub(crate) fn split_latent<S: Shape, E: FlowDtype, D: FlowDevice<E>>(
+    ctx: &mut FlowCtx<E>,
+    dev: &D,
+    shape: S,
+    layer: impl FnOnce() -> String,
+) -> Result<Tensor<S, E, D>, FlowError<D::Err>> {
+    match ctx.latents.last().map(Vec::len) {
+        Some(got) if got != shape.num_elements() => Err(FlowError::LatentLength {
+            layer: layer(),
+            expected: shape.num_elements(),
+            got,
+        }),
+        Some(_) => {
+            let values = ctx.latents.pop().unwrap_or_default();
+            Ok(dev.try_tensor_from_vec(values, shape)?)
+        }
+        None => Ok(standard_normal(dev, &shape)?.try_mul(ctx.checked_temperature()?)?),
+    }
 }

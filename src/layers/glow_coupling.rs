@@ -3,7 +3,7 @@ use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::{Flow, FlowCtx, FlowDevice, Ldj};
 use crate::layers::glow_net::GlowNet;
-use crate::nn::gated::chunk2;
+use crate::nn::gated::{cat2, chunk2};
 use crate::shape::{Img, SplitChannels};
 use dfdx::prelude::*;
 
@@ -90,25 +90,6 @@ where
             .try_sigmoid()?;
         Ok((s, t))
     }
-
-    /// `(a, b)` back to one batch of `C` channels.
-    fn join<T: Tape<E, D>>(
-        a: Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
-        b: Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
-    ) -> Result<Tensor<Img<C, H, W>, E, D, T>, D::Err> {
-        // Concatenation along a `Const` axis does not compile on stable: realize it to `usize`
-        // first (ARCHITECTURE.md, dfdx fact 6).
-        let a = a
-            .try_realize::<(usize, usize, Const<H>, Const<W>)>()
-            .unwrap_or_else(|_| unreachable!());
-        let b = b
-            .try_realize::<(usize, usize, Const<H>, Const<W>)>()
-            .unwrap_or_else(|_| unreachable!());
-        Ok((a, b)
-            .try_concat_along(Axis::<1>)?
-            .try_realize()
-            .unwrap_or_else(|_| unreachable!("C/2 + C/2 = C channels")))
-    }
 }
 
 impl<const C: usize, const H: usize, const W: usize, const HIDDEN: usize, E, D> Flow<E, D>
@@ -131,7 +112,7 @@ where
         let (s, t) = self.scale_and_shift(a.retaped::<T>())?;
         let b = b.try_add(t)?.try_mul(s.retaped::<T>())?;
         let log_det = s.try_ln()?.try_sum::<(usize,), Axes3<1, 2, 3>>()?;
-        Ok((Self::join(a, b)?, ldj.try_add(log_det)?))
+        Ok((cat2(a, b)?, ldj.try_add(log_det)?))
     }
 
     fn try_inverse(
@@ -142,7 +123,7 @@ where
         let (a, b) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, NoneTape>(z)?;
         let (s, t) = self.scale_and_shift(a.clone())?;
         let b = b.try_div(s)?.try_sub(t)?;
-        Ok(Self::join(a, b)?)
+        Ok(cat2(a, b)?)
     }
 
     fn needs_initialization(&self) -> bool {

@@ -32,6 +32,23 @@ pub struct InvConv1x1<const C: usize, const H: usize, const W: usize, E: Dtype, 
     pub lu: Tensor<Rank2<C, C>, E, D>,
 }
 
+/// A `C`×`C` matrix of ones where `keep(row, column)`, zeros elsewhere: selects a part of `lu`.
+fn mask<const C: usize, E: FlowDtype, D: FlowDevice<E>>(
+    dev: &D,
+    keep: fn(usize, usize) -> bool,
+) -> Result<Tensor<Rank2<C, C>, E, D>, D::Err> {
+    let values = (0..C * C)
+        .map(|k| {
+            if keep(k / C, k % C) {
+                E::one()
+            } else {
+                E::zero()
+            }
+        })
+        .collect();
+    dev.try_tensor_from_vec(values, (Const::<C>, Const::<C>))
+}
+
 /// Fills `t` with the packed LU factors of a random rotation (see [`InvConv1x1`]).
 fn random_rotation_lu<const C: usize, E: FlowDtype, D: FlowDevice<E>>(
     t: &mut Tensor<Rank2<C, C>, E, D>,
@@ -84,23 +101,9 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
     /// The matrix `W = L·U`, with the tape `T` to the parameters.
     fn matrix<T: Tape<E, D>>(&self) -> Result<Tensor<Rank2<C, C>, E, D, T>, D::Err> {
         let dev = self.lu.device();
-        let mask = |keep: fn(usize, usize) -> bool| {
-            let values = (0..C * C)
-                .map(|k| {
-                    if keep(k / C, k % C) {
-                        E::one()
-                    } else {
-                        E::zero()
-                    }
-                })
-                .collect();
-            dev.try_tensor_from_vec(values, (Const::<C>, Const::<C>))
-        };
-        let (below, diagonal, above) = (
-            mask(|i, j| i > j)?,
-            mask(|i, j| i == j)?,
-            mask(|i, j| i < j)?,
-        );
+        let below = mask::<C, E, D>(dev, |i, j| i > j)?;
+        let diagonal = mask::<C, E, D>(dev, |i, j| i == j)?;
+        let above = mask::<C, E, D>(dev, |i, j| i < j)?;
         let lower = self
             .lu
             .retaped::<T>()
@@ -163,12 +166,7 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         _ctx: &mut FlowCtx<E>,
     ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
         let batch = (x.shape().0,);
-        let diagonal = self.lu.device().try_tensor_from_vec(
-            (0..C * C)
-                .map(|k| if k / C == k % C { E::one() } else { E::zero() })
-                .collect(),
-            (Const::<C>, Const::<C>),
-        )?;
+        let diagonal = mask::<C, E, D>(self.lu.device(), |i, j| i == j)?;
         let log_det = self
             .lu
             .retaped::<T>()

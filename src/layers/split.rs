@@ -3,8 +3,8 @@ use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, Ldj};
-use crate::nn::gated::chunk2;
-use crate::prior::{standard_normal, standard_normal_log_prob};
+use crate::nn::gated::{cat2, chunk2};
+use crate::prior::{split_latent, standard_normal_log_prob};
 use crate::shape::{Img, SplitChannels};
 use dfdx::prelude::*;
 
@@ -49,33 +49,11 @@ where
         z: Tensor<Self::Out, E, D>,
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
-        let shape = *z.shape();
         let dev = z.device().clone();
-        let z_split = match ctx.latents.last().map(Vec::len) {
-            Some(got) if got != shape.num_elements() => {
-                // Checked before taking it, so a rejected latent stays in the context.
-                return Err(FlowError::LatentLength {
-                    layer: format!("Split {C}x{H}x{W} -> {}x{H}x{W}", C / 2),
-                    expected: shape.num_elements(),
-                    got,
-                });
-            }
-            Some(_) => {
-                let values = ctx.latents.pop().unwrap_or_default();
-                dev.try_tensor_from_vec(values, shape)?
-            }
-            None => standard_normal(&dev, &shape)?.try_mul(ctx.checked_temperature()?)?,
-        };
-        let z = z
-            .try_realize::<(usize, usize, Const<H>, Const<W>)>()
-            .unwrap_or_else(|_| unreachable!());
-        let z_split = z_split
-            .try_realize::<(usize, usize, Const<H>, Const<W>)>()
-            .unwrap_or_else(|_| unreachable!());
-        Ok((z, z_split)
-            .try_concat_along(Axis::<1>)?
-            .try_realize()
-            .unwrap_or_else(|_| unreachable!("C/2 + C/2 = C channels")))
+        let z_split = split_latent(ctx, &dev, *z.shape(), || {
+            format!("Split {C}x{H}x{W} -> {}x{H}x{W}", C / 2)
+        })?;
+        Ok(cat2(z, z_split)?)
     }
 
     fn name(&self) -> String {

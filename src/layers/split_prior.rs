@@ -2,9 +2,9 @@
 use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::{Flow, FlowCtx, FlowDevice, Ldj};
-use crate::nn::gated::chunk2;
+use crate::nn::gated::{cat2, chunk2};
 use crate::nn::ZeroConv2d;
-use crate::prior::standard_normal;
+use crate::prior::{split_latent, standard_normal_log_prob};
 use crate::shape::{Img, SplitChannels};
 use dfdx::prelude::*;
 
@@ -100,14 +100,9 @@ where
         if ctx.record_latents {
             ctx.latents.push(eps.as_vec());
         }
-        let half_log_2pi =
-            E::from_f64(0.5 * (2.0 * std::f64::consts::PI).ln()).unwrap_or(E::zero());
-        let log_p = eps
-            .try_square()?
-            .try_mul(E::from_f64(-0.5).unwrap_or(E::zero()))?
-            .try_sub(logs)?
-            .try_sub(half_log_2pi)?
-            .try_sum::<(usize,), Axes3<1, 2, 3>>()?;
+        // log N(z₂; mean, e^{2 logs}) = log N(ε; 0, 1) − logs, summed per image.
+        let log_p =
+            standard_normal_log_prob(eps)?.try_sub(logs.try_sum::<(usize,), Axes3<1, 2, 3>>()?)?;
         Ok((kept, ldj.try_add(log_p)?))
     }
 
@@ -116,35 +111,13 @@ where
         z: Tensor<Self::Out, E, D>,
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
-        let shape = *z.shape();
         let dev = z.device().clone();
-        let eps = match ctx.latents.last().map(Vec::len) {
-            Some(got) if got != shape.num_elements() => {
-                // Checked before taking it, so a rejected latent stays in the context.
-                return Err(FlowError::LatentLength {
-                    layer: format!("SplitPrior {C}x{H}x{W} -> {}x{H}x{W}", C / 2),
-                    expected: shape.num_elements(),
-                    got,
-                });
-            }
-            Some(_) => {
-                let values = ctx.latents.pop().unwrap_or_default();
-                dev.try_tensor_from_vec(values, shape)?
-            }
-            None => standard_normal(&dev, &shape)?.try_mul(ctx.checked_temperature()?)?,
-        };
+        let eps = split_latent(ctx, &dev, *z.shape(), || {
+            format!("SplitPrior {C}x{H}x{W} -> {}x{H}x{W}", C / 2)
+        })?;
         let (mean, logs) = self.mean_and_logs(z.clone())?;
         let split = logs.try_exp()?.try_mul(eps)?.try_add(mean)?;
-        let z = z
-            .try_realize::<(usize, usize, Const<H>, Const<W>)>()
-            .unwrap_or_else(|_| unreachable!());
-        let split = split
-            .try_realize::<(usize, usize, Const<H>, Const<W>)>()
-            .unwrap_or_else(|_| unreachable!());
-        Ok((z, split)
-            .try_concat_along(Axis::<1>)?
-            .try_realize()
-            .unwrap_or_else(|_| unreachable!("C/2 + C/2 = C channels")))
+        Ok(cat2(z, split)?)
     }
 
     fn name(&self) -> String {

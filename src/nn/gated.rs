@@ -252,6 +252,28 @@ pub(crate) fn chunk2<
     Ok((first, second))
 }
 
+/// The inverse of [`chunk2`]: two `C`-channel halves back into one batch of `C2 = 2·C`
+/// channels (the first half first). Concatenation along a `Const` axis does not compile on
+/// stable, so the channel axis goes through `usize` (ARCHITECTURE.md, dfdx fact 6).
+pub(crate) fn cat2<C2: ConstDim, C: Dim, H: Dim, W: Dim, E: FlowDtype, D: Device<E>, T>(
+    first: Tensor<(usize, C, H, W), E, D, T>,
+    second: Tensor<(usize, C, H, W), E, D, T>,
+) -> Result<Tensor<(usize, C2, H, W), E, D, T>, D::Err>
+where
+    T: Tape<E, D> + Merge<T>,
+{
+    let first = first
+        .try_realize::<(usize, usize, H, W)>()
+        .unwrap_or_else(|_| unreachable!("a channel count realizes to usize"));
+    let second = second
+        .try_realize::<(usize, usize, H, W)>()
+        .unwrap_or_else(|_| unreachable!("a channel count realizes to usize"));
+    Ok((first, second)
+        .try_concat_along(Axis::<1>)?
+        .try_realize()
+        .unwrap_or_else(|_| unreachable!("C + C = C2 channels, checked by the callers' types")))
+}
+
 impl<C, H, W, E, D, T> Module<Tensor<(usize, C, H, W), E, D, T>> for GatedConv<C, E, D>
 where
     C: ConstDim + Double,

@@ -242,6 +242,19 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     order
 }
 
+/// The images `indices` of `train` (u8, `numel` values each) as one batch of `E` values.
+fn batch_pixels<E: FlowDtype>(train: &[u8], indices: &[usize], numel: usize) -> Vec<E> {
+    let mut pixels = Vec::with_capacity(indices.len() * numel);
+    for &i in indices {
+        pixels.extend(
+            train[i * numel..(i + 1) * numel]
+                .iter()
+                .map(|v| E::from_u8(*v).unwrap_or(E::zero())),
+        );
+    }
+    pixels
+}
+
 /// The learning-rate factor of step `step` (counted from 0 over the whole run) with a linear
 /// warmup over `warmup_steps` steps: `(step + 1) / warmup_steps` during the warmup, then 1.
 pub fn warmup_factor(step: u64, warmup_steps: u64) -> f64 {
@@ -435,11 +448,7 @@ where
         // Data-dependent initialisation (ActNorm) on the batch and noise of the first step. A
         // resumed or loaded model has it done already: its checkpoint holds the layers' flags.
         let order = epoch_order(config.seed, meta.epoch, n_train);
-        let pixels: Vec<E> = order[..config.batch_size]
-            .iter()
-            .flat_map(|&i| train[i * numel..(i + 1) * numel].iter())
-            .map(|v| E::from_u8(*v).unwrap_or(E::zero()))
-            .collect();
+        let pixels = batch_pixels::<E>(train, &order[..config.batch_size], numel);
         let x = dev.tensor_from_vec(pixels, F::In::with_batch(config.batch_size));
         let noise = noise_for::<E>(config.seed, meta.step, config.batch_size * numel);
         flow_err(model.initialize(x, &mut FlowCtx::with_noise(noise)))?;
@@ -463,14 +472,11 @@ where
         } = before;
         let seconds_so_far = || before.seconds + started.elapsed().as_secs_f64();
         for s in meta.epoch_step..steps_per_epoch {
-            let mut pixels = Vec::with_capacity(config.batch_size * numel);
-            for &i in &order[s * config.batch_size..(s + 1) * config.batch_size] {
-                pixels.extend(
-                    train[i * numel..(i + 1) * numel]
-                        .iter()
-                        .map(|v| E::from_u8(*v).unwrap()),
-                );
-            }
+            let pixels = batch_pixels::<E>(
+                train,
+                &order[s * config.batch_size..(s + 1) * config.batch_size],
+                numel,
+            );
             let x = dev.tensor_from_vec(pixels, F::In::with_batch(config.batch_size));
             let mut ctx = FlowCtx::with_noise(noise_for::<E>(
                 config.seed,

@@ -1,6 +1,6 @@
 //! The tutorial's three models and `ImageFlow`: parameter counts, tensor names, exact
 //! invertibility, likelihood bookkeeping, sampling and learning.
-mod common;
+use crate::common;
 
 use dfdx::optim::{Adam, AdamConfig};
 use dfdx::prelude::*;

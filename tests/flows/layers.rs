@@ -1,7 +1,5 @@
 //! Every flow layer: exact inverse in f64 and log-determinant against a brute-force Jacobian.
-mod common;
-
-use common::*;
+use crate::common::*;
 use dfdx::prelude::*;
 use dfdx_flows::prelude::*;
 use dfdx_flows::testing::perturb_params;

@@ -1,6 +1,6 @@
 //! A layer written outside the crate (`examples/custom_layer.rs`), and what
 //! `dfdx_flows::testing::check_flow` catches in layers that are wrong.
-#[path = "../examples/custom_layer.rs"]
+#[path = "../../examples/custom_layer.rs"]
 #[allow(dead_code)]
 mod example;
 

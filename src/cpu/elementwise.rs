@@ -1,5 +1,6 @@
 //! The CPU kernels of the fused elementwise ops ([`FusedOps`](crate::nn::FusedOps)): ConcatELU,
-//! channel layer norm and the gated residual, per image, forward and backward; and the
+//! channel layer norm, the gated residual and ActNorm's per-channel affine map (with or without
+//! a ReLU), per image, forward and backward; and the
 //! vectorizable `exp` they share with the affine coupling kernel.
 use super::exp::KernelExp;
 use super::host::backward_chunk;
@@ -322,4 +323,119 @@ pub(crate) fn gated_backward<E: Kernel>(h: &[E], grad_out: &[E], c: usize, hw: u
             )
         })
     }
+}
+
+simd_kernel! {
+    /// ActNorm of one image: `scale · (x + loc)` per channel plane (`scale = e^{logs}`), then a
+    /// ReLU if `relu`.
+    pub(crate) fn channel_affine_image<E: Kernel>(
+        o: &mut [MaybeUninit<E>],
+        x: &[E],
+        loc: &[E],
+        scale: &[E],
+        relu: bool,
+    ) {
+        let hw = x.len() / loc.len().max(1);
+        assert!(
+            hw > 0 && o.len() == x.len() && scale.len() == loc.len() && hw * loc.len() == x.len(),
+            "channel_affine: lengths"
+        );
+        let planes = o.chunks_exact_mut(hw).zip(x.chunks_exact(hw));
+        for ((o, x), (&b, &s)) in planes.zip(loc.iter().zip(scale)) {
+            for (o, &v) in o.iter_mut().zip(x) {
+                let y = (v + b) * s;
+                o.write(if relu { y.max(E::zero()) } else { y });
+            }
+        }
+    }
+}
+
+/// ActNorm (`scale · (x + loc)` per channel, then a ReLU if `relu`) of a batch of images of
+/// `loc.len()` channels and `hw` pixels.
+pub(crate) fn channel_affine_forward<E: Kernel>(
+    x: &[E],
+    loc: &[E],
+    scale: &[E],
+    hw: usize,
+    relu: bool,
+) -> Vec<E> {
+    let n = loc.len() * hw;
+    // SAFETY: the kernel writes all n values of each image (it asserts the lengths).
+    unsafe {
+        par_init(x.len(), n, |i, o| {
+            channel_affine_image(o, &x[i * n..(i + 1) * n], loc, scale, relu)
+        })
+    }
+}
+
+simd_kernel! {
+    /// The gradients of [`channel_affine_image`] for one image, from its output `y`: the input
+    /// gradient into `gx`, and the sums for `loc` and `logs` added to `g_loc`, `g_logs`.
+    /// With `y = scale · (x + loc)` (where the ReLU passes): `∂y/∂x = ∂y/∂loc = scale` and
+    /// `∂y/∂logs = y`, so the input need not be kept.
+    pub(crate) fn channel_affine_backward_image<E: Kernel>(
+        gx: &mut [E],
+        y: &[E],
+        go: &[E],
+        scale: &[E],
+        relu: bool,
+        g_loc: &mut [E],
+        g_logs: &mut [E],
+    ) {
+        let hw = y.len() / scale.len().max(1);
+        assert!(
+            hw > 0 && gx.len() == y.len() && go.len() == y.len() && g_loc.len() == scale.len(),
+            "channel_affine: lengths"
+        );
+        let planes = gx.chunks_exact_mut(hw).zip(y.chunks_exact(hw)).zip(go.chunks_exact(hw));
+        for (ch, ((gx, y), go)) in planes.enumerate() {
+            let s = scale[ch];
+            let (mut sum_loc, mut sum_logs) = (E::zero(), E::zero());
+            for ((g, &y), &o) in gx.iter_mut().zip(y).zip(go) {
+                // The ReLU's derivative is 0 where its output is 0 (as dfdx's relu).
+                let passed = if !relu || y > E::zero() { o } else { E::zero() };
+                *g = passed * s;
+                sum_loc = sum_loc + passed;
+                sum_logs = sum_logs + passed * y;
+            }
+            g_loc[ch] = g_loc[ch] + sum_loc * s;
+            g_logs[ch] = g_logs[ch] + sum_logs;
+        }
+    }
+}
+
+/// The gradients of [`channel_affine_forward`] from its output `y` and output gradient:
+/// `(grad x, grad loc, grad logs)`. Per-chunk sums added in a fixed order (deterministic).
+pub(crate) fn channel_affine_backward<E: Kernel>(
+    y: &[E],
+    grad_out: &[E],
+    scale: &[E],
+    hw: usize,
+    relu: bool,
+) -> (Vec<E>, Vec<E>, Vec<E>) {
+    let c = scale.len();
+    let mut gx = vec![E::zero(); y.len()];
+    let chunk = backward_chunk(hw) * c * hw;
+    let partials: Vec<(Vec<E>, Vec<E>)> = gx
+        .par_chunks_mut(chunk.max(1))
+        .zip(y.par_chunks(chunk.max(1)))
+        .zip(grad_out.par_chunks(chunk.max(1)))
+        .map(|((gx, y), go)| {
+            let (mut g_loc, mut g_logs) = (vec![E::zero(); c], vec![E::zero(); c]);
+            let images = gx
+                .chunks_mut(c * hw)
+                .zip(y.chunks(c * hw))
+                .zip(go.chunks(c * hw));
+            for ((gx, y), go) in images {
+                channel_affine_backward_image(gx, y, go, scale, relu, &mut g_loc, &mut g_logs);
+            }
+            (g_loc, g_logs)
+        })
+        .collect();
+    let (mut g_loc, mut g_logs) = (vec![E::zero(); c], vec![E::zero(); c]);
+    for (gl, gs) in partials {
+        g_loc.iter_mut().zip(gl).for_each(|(a, b)| *a = *a + b);
+        g_logs.iter_mut().zip(gs).for_each(|(a, b)| *a = *a + b);
+    }
+    (gx, g_loc, g_logs)
 }

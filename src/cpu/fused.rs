@@ -95,6 +95,35 @@ macro_rules! cpu_fused_impl {
                 }
                 Ok(out.put_tape(tape))
             }
+
+            fn try_channel_affine<C: Dim, H: Dim, W: Dim, T: Tape<$E, Self>>(
+                x: Tensor<(usize, C, H, W), $E, Self, T>,
+                loc: &Tensor<(C,), $E, Self>,
+                logs: &Tensor<(C,), $E, Self>,
+                relu: bool,
+            ) -> Result<Tensor<(usize, C, H, W), $E, Self, T>, Self::Err> {
+                let shape = *x.shape();
+                let hw = shape.2.size() * shape.3.size();
+                let (x, mut tape) = x.try_reshape_like(&shape)?.split_tape();
+                let scale: Vec<$E> = host_copy(logs).iter().map(|v| v.exp()).collect();
+                let out = channel_affine_forward(&host_copy(&x), &host_copy(loc), &scale, hw, relu);
+                let out = x.device().tensor_from_vec(out, shape);
+                if T::OWNS_TAPE {
+                    // The backward pass needs the output only: the input's storage is freed.
+                    let (x, out_ref, loc, logs) =
+                        (x.ghost(), out.clone(), loc.clone(), logs.clone());
+                    tape.add_backward_op(move |grads| {
+                        let go = take_grad(grads.get_or_alloc_mut(&out_ref)?);
+                        let (gx, g_loc, g_logs) =
+                            channel_affine_backward(&host_copy(&out_ref), &go, &scale, hw, relu);
+                        add_into(grads.get_or_alloc_mut(&x)?, &gx);
+                        add_into(grads.get_or_alloc_mut(&loc)?, &g_loc);
+                        add_into(grads.get_or_alloc_mut(&logs)?, &g_logs);
+                        Ok(())
+                    });
+                }
+                Ok(out.put_tape(tape))
+            }
         }
     };
 }
@@ -105,7 +134,9 @@ cpu_fused_impl!(f64);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::{concat_elu_composed, gated_residual_composed, layer_norm_composed};
+    use crate::nn::fused::{
+        channel_affine_composed, concat_elu_composed, gated_residual_composed, layer_norm_composed,
+    };
 
     type X = Tensor<(usize, Const<3>, Const<4>, Const<5>), f64, Cpu>;
 
@@ -220,5 +251,32 @@ mod tests {
         let gc = (composed * r).sum().backward();
         close(&gf.get(&x).as_vec(), &gc.get(&x).as_vec(), "grad x");
         close(&gf.get(&h).as_vec(), &gc.get(&h).as_vec(), "grad h");
+    }
+
+    #[test]
+    fn channel_affine_matches_the_composition_with_and_without_relu() {
+        let dev = Cpu::seed_from_u64(5);
+        let x: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        let loc: Tensor<(Const<3>,), f64, Cpu> = dev.sample_normal();
+        let logs: Tensor<(Const<3>,), f64, Cpu> = dev.sample_normal();
+        let r: X = dev.sample_normal_like(&(2, Const, Const, Const));
+        for relu in [false, true] {
+            let fused = Cpu::try_channel_affine(x.leaky_trace(), &loc, &logs, relu).unwrap();
+            let composed = channel_affine_composed(x.leaky_trace(), &loc, &logs, relu).unwrap();
+            close(&fused.as_vec(), &composed.as_vec(), "value");
+            if relu {
+                let values = fused.as_vec();
+                assert!(values.contains(&0.0) && values.iter().any(|v| *v > 0.0));
+            }
+            let gf = (fused * r.clone()).sum().backward();
+            let gc = (composed * r.clone()).sum().backward();
+            close(&gf.get(&x).as_vec(), &gc.get(&x).as_vec(), "grad x");
+            close(&gf.get(&loc).as_vec(), &gc.get(&loc).as_vec(), "grad loc");
+            close(
+                &gf.get(&logs).as_vec(),
+                &gc.get(&logs).as_vec(),
+                "grad logs",
+            );
+        }
     }
 }

@@ -141,42 +141,40 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         Ok(())
     }
 
-    /// `x ↦ e^logs · (x + loc)`, as a plain map (no log-determinant): ActNorm inside a
-    /// network, such as Glow's coupling network.
+    /// `x ↦ e^logs · (x + loc)`, as a plain map (no log-determinant).
     pub fn try_normalize<T: Tape<E, D>>(
         &self,
         x: Tensor<Img<C, H, W>, E, D, T>,
     ) -> Result<Tensor<Img<C, H, W>, E, D, T>, D::Err> {
-        self.transform(x, false)
+        D::try_channel_affine(x, &self.loc, &self.logs, false)
     }
 
-    /// `x ↦ e^logs · (x + loc)` (or the inverse), without the log-determinant.
-    fn transform<T: Tape<E, D>>(
+    /// `x ↦ relu(e^logs · (x + loc))`: ActNorm and the ReLU after it inside Glow's coupling
+    /// network, in one pass ([`FusedOps::try_channel_affine`](crate::nn::FusedOps)).
+    pub fn try_normalize_relu<T: Tape<E, D>>(
         &self,
         x: Tensor<Img<C, H, W>, E, D, T>,
-        reverse: bool,
     ) -> Result<Tensor<Img<C, H, W>, E, D, T>, D::Err> {
-        let shape = *x.shape();
+        D::try_channel_affine(x, &self.loc, &self.logs, true)
+    }
+
+    /// `z ↦ e^{−logs} · z − loc`, the inverse map.
+    fn try_denormalize(
+        &self,
+        z: Tensor<Img<C, H, W>, E, D>,
+    ) -> Result<Tensor<Img<C, H, W>, E, D>, D::Err> {
+        let shape = *z.shape();
         let loc = self
             .loc
-            .retaped::<T>()
+            .clone()
             .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
-        if !reverse {
-            let scale = self
-                .logs
-                .retaped::<T>()
-                .try_exp()?
-                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
-            x.try_add(loc)?.try_mul(scale)
-        } else {
-            let inv_scale = self
-                .logs
-                .retaped::<T>()
-                .try_negate()?
-                .try_exp()?
-                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
-            x.try_mul(inv_scale)?.try_sub(loc)
-        }
+        let inv_scale = self
+            .logs
+            .clone()
+            .try_negate()?
+            .try_exp()?
+            .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
+        z.try_mul(inv_scale)?.try_sub(loc)
     }
 }
 
@@ -193,7 +191,7 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         _ctx: &mut FlowCtx<E>,
     ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
         let batch = (x.shape().0,);
-        let y = self.transform(x, false)?;
+        let y = self.try_normalize(x)?;
         let log_det = self
             .logs
             .retaped::<T>()
@@ -208,7 +206,7 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         z: Tensor<Self::Out, E, D>,
         _ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
-        Ok(self.transform(z, true)?)
+        Ok(self.try_denormalize(z)?)
     }
 
     fn needs_initialization(&self) -> bool {
@@ -223,7 +221,7 @@ impl<const C: usize, const H: usize, const W: usize, E: FlowDtype, D: FlowDevice
         if !self.is_initialized() {
             self.init_from_batch(&x)?;
         }
-        Ok(self.transform(x, false)?)
+        Ok(self.try_normalize(x)?)
     }
 
     fn name(&self) -> String {

@@ -91,9 +91,9 @@ where
         x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D, T>,
     ) -> Result<Tensor<(usize, COut, Const<H>, Const<W>), E, D, T>, D::Err> {
         let h = self.conv_in.try_forward(x)?;
-        let h = self.norm_in.try_normalize(h)?.try_relu()?;
+        let h = self.norm_in.try_normalize_relu(h)?;
         let h = self.conv_mid.try_forward(h)?;
-        let h = self.norm_mid.try_normalize(h)?.try_relu()?;
+        let h = self.norm_mid.try_normalize_relu(h)?;
         self.conv_out.try_apply(h)
     }
 
@@ -112,7 +112,7 @@ where
         if !self.norm_in.is_initialized() {
             self.norm_in.init_from_batch(&h)?;
         }
-        let h = self.norm_in.try_normalize(h)?.try_relu()?;
+        let h = self.norm_in.try_normalize_relu(h)?;
         let h = self.conv_mid.try_forward(h)?;
         if !self.norm_mid.is_initialized() {
             self.norm_mid.init_from_batch(&h)?;

@@ -1,5 +1,6 @@
-//! Fused elementwise ops of the gated ResNet: concatenated ELU, channel layer norm and the gated
-//! residual, each as one pass forward and one backward.
+//! Fused elementwise ops of the gated ResNet (concatenated ELU, channel layer norm, the gated
+//! residual) and of Glow (ActNorm's per-channel affine map, with or without the ReLU that follows
+//! it in Glow's coupling network), each as one pass forward and one backward.
 //!
 //! Written as compositions of dfdx ops, each of these allocates and walks a full activation
 //! tensor several times (and keeps as many intermediates for the backward pass); they dominated
@@ -108,7 +109,39 @@ pub(crate) fn gated_residual_composed<
     x.try_add(val.try_mul(gate.try_sigmoid()?)?)
 }
 
-/// The gated ResNet's elementwise ops on one device. The default methods are dfdx
+/// `e^{logs} · (x + loc)` per channel, then `relu` if asked, by composition of dfdx ops: two
+/// broadcast binary ops (and a ReLU), each a pass over the activation and, backward, a
+/// reduction over the batch and pixels.
+pub(crate) fn channel_affine_composed<
+    C: Dim,
+    H: Dim,
+    W: Dim,
+    E: FlowDtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<(usize, C, H, W), E, D, T>,
+    loc: &Tensor<(C,), E, D>,
+    logs: &Tensor<(C,), E, D>,
+    relu: bool,
+) -> Result<Tensor<(usize, C, H, W), E, D, T>, D::Err> {
+    let shape = *x.shape();
+    let loc = loc
+        .retaped::<T>()
+        .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
+    let scale = logs
+        .retaped::<T>()
+        .try_exp()?
+        .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?;
+    let y = x.try_add(loc)?.try_mul(scale)?;
+    if relu {
+        y.try_relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// The gated ResNet's and Glow's elementwise ops on one device. The default methods are dfdx
 /// compositions; `Cpu` has fused kernels.
 pub trait FusedOps<E: FlowDtype>: Device<E> {
     /// `cat([elu(x), elu(−x)], channels)`: `C` channels in, `C2 = 2C` out.
@@ -135,5 +168,16 @@ pub trait FusedOps<E: FlowDtype>: Device<E> {
         h: Tensor<(usize, C2, H, W), E, Self, T>,
     ) -> Result<Tensor<(usize, C, H, W), E, Self, T>, Self::Err> {
         gated_residual_composed(x, h)
+    }
+
+    /// ActNorm's map `e^{logs} · (x + loc)` per channel, followed by a ReLU if `relu` (as in
+    /// Glow's coupling network). Gradients flow to `x`, `loc` and `logs`.
+    fn try_channel_affine<C: Dim, H: Dim, W: Dim, T: Tape<E, Self>>(
+        x: Tensor<(usize, C, H, W), E, Self, T>,
+        loc: &Tensor<(C,), E, Self>,
+        logs: &Tensor<(C,), E, Self>,
+        relu: bool,
+    ) -> Result<Tensor<(usize, C, H, W), E, Self, T>, Self::Err> {
+        channel_affine_composed(x, loc, logs, relu)
     }
 }

@@ -107,8 +107,9 @@ pub const GLOW_HIDDEN: usize = 64;
 
 /// Glow (Kingma & Dhariwal 2018) for 1×28×28 MNIST, in two levels: the tutorial's uniform
 /// dequantization, squeeze to 4×14×14, `K` Glow steps, a split with a learned prior to 2×14×14,
-/// squeeze to 8×7×7, `K` Glow steps; latent 8×7×7 under the standard normal. `HIDDEN` is the
-/// width of the coupling networks. The ActNorms initialise from the first training batch.
+/// squeeze to 8×7×7, `K` Glow steps, a learned per-channel normal prior for the 8×7×7 latent
+/// ([`LearnedPrior`]). `HIDDEN` is the width of the coupling networks. The ActNorms initialise
+/// from the first training batch.
 pub type GlowFlow<E, D, const K: usize = GLOW_STEPS, const HIDDEN: usize = GLOW_HIDDEN> = Chain<(
     Dequantization<1, 28, 28>,
     Squeeze<1, 28, 28>,
@@ -116,6 +117,7 @@ pub type GlowFlow<E, D, const K: usize = GLOW_STEPS, const HIDDEN: usize = GLOW_
     SplitPrior<4, 14, 14, E, D>,
     Squeeze<2, 14, 14>,
     Repeat<GlowStep<8, 7, 7, HIDDEN, E, D>, K>,
+    LearnedPrior<8, 7, 7, E, D>,
 )>;
 
 /// Builds [`GlowFlow`] with its default size, fresh parameters (ActNorm not yet initialised).

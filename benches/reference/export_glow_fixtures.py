@@ -31,7 +31,7 @@ STEPS, HIDDEN = 2, 8
 @torch.no_grad()
 def randomize_(model, gen):
     for name, p in model.named_parameters():
-        if name.endswith((".loc", ".logs", ".lu")):
+        if name.endswith((".loc", ".logs", ".lu", ".mean")):
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
         elif ".conv_out." in name or ".conv." in name:
             p.copy_(torch.randn(p.shape, generator=gen) * (0.1 if name.endswith("logscale") else 0.02))

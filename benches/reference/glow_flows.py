@@ -14,6 +14,9 @@ between the two with no renaming. Where this differs from the ports, it says so:
   convolutions); the zero convolution pads with zeros (rosinality pads with ones).
 - The split's learned prior: rosinality's `prior` (a zero convolution, mean, log_sd =
   chunk(2, 1)) on the kept half.
+- The learned top prior: N(mean, exp(2 logs)) per channel of the final latent (openai's
+  `learntop`, whose zero convolution of an all-zero input leaves per-channel constants), written
+  as the flow's last layer that standardises the latent before the tutorial's standard normal.
 - Dequantization, squeeze, the final standard normal prior and the bits per dimension are the
   tutorial's (tutorial_flows.py).
 """
@@ -155,6 +158,35 @@ class SplitPrior(nn.Module):
         return torch.cat([z, split], dim=1), ldj
 
 
+class AdditiveCoupling(nn.Module):
+    """b' = b + net(a) (openai's `--flow_coupling 0`); dfdx-flows' `AdditiveCoupling`."""
+
+    def __init__(self, c, hidden):
+        super().__init__()
+        self.net = GlowNet(c // 2, hidden, c // 2)
+
+    def forward(self, z, ldj, reverse=False):
+        a, b = z.chunk(2, dim=1)
+        b = b - self.net(a) if reverse else b + self.net(a)
+        return torch.cat([a, b], dim=1), ldj
+
+
+class LearnedPrior(nn.Module):
+    """The learned top prior as the last layer: eps = (z - mean) exp(-logs) per channel."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(c, dtype=tf._float_dtype()))
+        self.logs = nn.Parameter(torch.zeros(c, dtype=tf._float_dtype()))
+
+    def forward(self, z, ldj, reverse=False):
+        h, w = z.shape[2], z.shape[3]
+        mean, logs = self.mean.view(1, -1, 1, 1), self.logs.view(1, -1, 1, 1)
+        if not reverse:
+            return (z - mean) * (-logs).exp(), ldj - h * w * self.logs.sum()
+        return z * logs.exp() + mean, ldj + h * w * self.logs.sum()
+
+
 def glow_step(c, hidden):
     return nn.ModuleList([ActNorm(c), InvConv1x1(c), GlowCoupling(c, hidden)])
 
@@ -179,6 +211,7 @@ def create_glow_flow(steps=8, hidden=64):
         SplitPrior(4),
         tf.SqueezeFlow(),
         Repeat([glow_step(8, hidden) for _ in range(steps)]),
+        LearnedPrior(8),
     ]
     return tf.ImageFlow(flows)
 

@@ -1,12 +1,14 @@
 //! The flow layers: the tutorial's, and Glow's (ActNorm, the invertible 1×1 convolution, the
-//! affine coupling, the split with a learned prior).
+//! affine and additive couplings, the split with a learned prior, the learned top prior).
 pub mod actnorm;
+pub mod additive_coupling;
 pub mod coupling;
 pub mod coupling_op;
 pub mod dequantization;
 pub mod glow_coupling;
 pub mod glow_net;
 pub mod invconv;
+pub mod learned_prior;
 mod lu;
 pub mod mask;
 pub mod split;
@@ -15,12 +17,14 @@ pub mod squeeze;
 pub mod variational;
 
 pub use actnorm::{ActNorm, ACTNORM_MIN_STD};
+pub use additive_coupling::AdditiveCoupling;
 pub use coupling::{ChannelCoupling, CheckerboardCoupling, CondCheckerboardCoupling, Coupling};
 pub use coupling_op::AffineCouplingOps;
 pub use dequantization::Dequantization;
 pub use glow_coupling::GlowCoupling;
 pub use glow_net::GlowNet;
 pub use invconv::InvConv1x1;
+pub use learned_prior::LearnedPrior;
 pub use mask::{ChannelMask, Checkerboard, MaskKind};
 pub use split::Split;
 pub use split_prior::SplitPrior;

@@ -20,7 +20,8 @@ fn glow_has_the_size_of_its_layers() {
     let model = glow_flow::<f32, _>(&dev).unwrap();
     let (k, h) = (GLOW_STEPS, GLOW_HIDDEN);
     let split_prior = 2 * 4 * 9 + 4 + 4;
-    let want = k * step_params(4, h) + split_prior + k * step_params(8, h);
+    let top_prior = 2 * 8;
+    let want = k * step_params(4, h) + split_prior + k * step_params(8, h) + top_prior;
     assert_eq!(model.num_trainable_params(), want);
     assert!(model.flows.needs_initialization());
 }

@@ -84,6 +84,13 @@ fn layers(c: &mut Criterion) {
     );
     bench_layer::<Squeeze<1, 28, 28>>(c, "squeeze 1x28x28", 1.0);
     bench_layer::<Split<4, 14, 14>>(c, "split 4x14x14", 1.0);
+    // Glow's layers at the shapes of `GlowFlow`'s first and second level.
+    bench_layer::<ActNorm<4, 14, 14, f32, Dev>>(c, "glow actnorm 4x14x14", 1.0);
+    bench_layer::<InvConv1x1<4, 14, 14, f32, Dev>>(c, "glow invconv 4x14x14", 1.0);
+    bench_layer::<InvConv1x1<8, 7, 7, f32, Dev>>(c, "glow invconv 8x7x7", 1.0);
+    bench_layer::<GlowCoupling<4, 14, 14, 64, f32, Dev>>(c, "glow coupling 4x14x14 h64", 1.0);
+    bench_layer::<GlowCoupling<8, 7, 7, 64, f32, Dev>>(c, "glow coupling 8x7x7 h64", 1.0);
+    bench_layer::<SplitPrior<4, 14, 14, f32, Dev>>(c, "glow split prior 4x14x14", 1.0);
 }
 
 /// The convolution alone, the most expensive operation of every coupling network.
@@ -105,6 +112,33 @@ fn conv(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// The three convolutions of Glow's coupling network at `GlowFlow`'s first level (4×14×14, width
+/// 64): none has the channel counts the Winograd path takes.
+fn glow_convs(c: &mut Criterion) {
+    fn one<const CI: usize, const CO: usize, const K: usize>(c: &mut Criterion, name: &str) {
+        let dev = device();
+        let x: Tensor<(usize, Const<CI>, Const<14>, Const<14>), f32, Dev> =
+            dev.sample_normal_like(&(BATCH, Const, Const, Const));
+        let w: Tensor<Rank4<CO, CI, K, K>, f32, Dev> = dev.sample_normal();
+        let bias: Tensor<Rank1<CO>, f32, Dev> = dev.sample_normal();
+        let mut group = c.benchmark_group(format!("glow {name}"));
+        group.sample_size(10);
+        group.bench_function("forward", |b| {
+            b.iter(|| Dev::try_conv2d_same(x.clone(), &w, &bias).unwrap())
+        });
+        group.bench_function("forward_backward", |b| {
+            b.iter(|| {
+                let y = Dev::try_conv2d_same(x.clone().leaky_traced(), &w, &bias).unwrap();
+                y.sum().backward()
+            })
+        });
+        group.finish();
+    }
+    one::<2, 64, 3>(c, "conv_in 3x3 2->64 14x14");
+    one::<64, 64, 1>(c, "conv_mid 1x1 64->64 14x14");
+    one::<64, 4, 3>(c, "conv_out 3x3 64->4 14x14");
 }
 
 /// The conditioner network of a checkerboard coupling (1 → 32 → 2 channels, 28×28) as one fused
@@ -232,5 +266,13 @@ fn size_scaling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layers, conv, network, batch_scaling, size_scaling);
+criterion_group!(
+    benches,
+    layers,
+    conv,
+    glow_convs,
+    network,
+    batch_scaling,
+    size_scaling
+);
 criterion_main!(benches);

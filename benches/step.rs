@@ -1,5 +1,6 @@
-//! Training step, inference and sampling times of the tutorial's three models on the CPU
-//! (release build, batch 128 / 64 like the tutorial), and the peak memory of a training step.
+//! Training step, inference and sampling times of the tutorial's three models and of Glow
+//! (`GlowFlow`'s defaults) on the CPU (release build, batch 128 / 64 like the tutorial), and the
+//! peak memory of a training step.
 //!
 //! ```text
 //! cargo bench --bench step [-- MODEL...] [--batch 128] [--reps 3] [--json] [--peak-rss]
@@ -35,6 +36,9 @@ fn images(dev: &Cpu, n: usize) -> Tensor<Img<1, 28, 28>, f32, Cpu> {
         .collect();
     dev.tensor_from_vec(px, Img::<1, 28, 28>::with_batch(n))
 }
+
+/// The models this bench knows, in the order it runs them.
+const MODELS: [&str; 4] = ["simple", "vardeq", "multiscale", "glow"];
 
 struct Opts {
     batch: usize,
@@ -80,6 +84,12 @@ fn bench<F: Flow<f32, Cpu, In = Img<1, 28, 28>>>(
     opts: &Opts,
 ) {
     let x = images(dev, opts.batch);
+    // Glow's ActNorm layers initialise on the first batch, as the trainer does it.
+    if model.flows.needs_initialization() {
+        model
+            .initialize(x.clone(), &mut FlowCtx::default())
+            .unwrap();
+    }
     let mut adam = Adam::new(1e-3);
     let mut grads = None;
     let step: Vec<f64> = (0..opts.reps + 1)
@@ -138,6 +148,11 @@ fn rss_child(name: &str, batch: usize) {
     macro_rules! run {
         ($build:expr) => {{
             let mut model = $build(&dev).unwrap();
+            if model.flows.needs_initialization() {
+                model
+                    .initialize(x.clone(), &mut FlowCtx::default())
+                    .unwrap();
+            }
             train_step(&mut model, &mut adam, &mut grads, &x);
             train_step(&mut model, &mut adam, &mut grads, &x);
         }};
@@ -146,6 +161,7 @@ fn rss_child(name: &str, batch: usize) {
         "simple" => run!(simple_flow::<f32, Cpu>),
         "vardeq" => run!(vardeq_flow::<f32, Cpu>),
         "multiscale" => run!(multiscale_flow::<f32, Cpu>),
+        "glow" => run!(glow_flow::<f32, Cpu>),
         other => panic!("unknown model {other}"),
     }
     println!(
@@ -184,7 +200,7 @@ fn main() {
             !a.starts_with('-') && (*i == 0 || !flags_with_values.contains(&args[i - 1].as_str()))
         })
         .map(|(_, a)| a.as_str())
-        .filter(|a| ["simple", "vardeq", "multiscale"].contains(a))
+        .filter(|a| MODELS.contains(a))
         .collect();
     let wanted = |name: &str| models.is_empty() || models.contains(&name);
     let dev = dfdx_flows::device::cpu_device(0);
@@ -200,11 +216,11 @@ fn main() {
     if wanted("multiscale") {
         bench("multiscale", multiscale_flow(&dev).unwrap(), &dev, &opts);
     }
+    if wanted("glow") {
+        bench("glow", glow_flow(&dev).unwrap(), &dev, &opts);
+    }
     if args.iter().any(|a| a == "--peak-rss") {
-        for name in ["simple", "vardeq", "multiscale"]
-            .into_iter()
-            .filter(|n| wanted(n))
-        {
+        for name in MODELS.into_iter().filter(|n| wanted(n)) {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args(["--rss-child", name, "--batch", &opts.batch.to_string()])
                 .output()

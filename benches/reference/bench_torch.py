@@ -1,7 +1,7 @@
 """PyTorch side of the dfdx-flows speed comparison: the tutorial's full-size models on the CPU
 or (--device cuda) on a GPU.
 
-    python benches/reference/bench_torch.py [--models simple,vardeq,multiscale] [--batch 128]
+    python benches/reference/bench_torch.py [--models simple,vardeq,multiscale,glow] [--batch 128]
         [--repeats 5] [--threads 2] [--mnist DIR] [--peak-rss] [--figures train,bpd,sample]
         [--device cpu|cuda] [--steps 10] [--tf32 default|off]
 
@@ -58,6 +58,19 @@ import torch
 import torch.optim as optim
 
 import tutorial_flows as tf
+
+# The tutorial's models and the Glow of dfdx-flows (glow_flows.py: two levels of 8 steps,
+# hidden width 64, `GlowFlow`'s defaults).
+MODEL_KINDS = tf.MODEL_KINDS + ("glow",)
+PARAM_COUNTS = dict(tf.FULL_PARAM_COUNTS, glow=155_744)
+
+
+def create_model(kind):
+    if kind == "glow":
+        import glow_flows as gf
+
+        return gf.create_glow_flow()
+    return tf.create_model(kind)
 
 
 def _maxrss_bytes():
@@ -132,7 +145,7 @@ def timed_steps(step, steps, device):
 
 
 def sample_shape(kind, n):
-    return [n, 8, 7, 7] if kind == "multiscale" else [n, 1, 28, 28]
+    return [n, 8, 7, 7] if kind in ("multiscale", "glow") else [n, 1, 28, 28]
 
 
 def emit(obj):
@@ -164,7 +177,7 @@ def rss_child(kind, batch, threads, mnist, seed):
     """Runs in a fresh process: warm-up + one training step, then prints the peak RSS."""
     setup(threads)
     torch.manual_seed(seed)
-    model = tf.create_model(kind)
+    model = create_model(kind)
     imgs = make_images(batch, mnist, seed)
     step = train_step_fn(model, imgs)
     before = _proc_status_bytes("VmRSS")
@@ -202,8 +215,8 @@ def main():
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     figures = {f.strip() for f in args.figures.split(",") if f.strip()}
     for k in kinds:
-        if k not in tf.MODEL_KINDS:
-            raise SystemExit(f"unknown model {k!r}; expected some of {','.join(tf.MODEL_KINDS)}")
+        if k not in MODEL_KINDS:
+            raise SystemExit(f"unknown model {k!r}; expected some of {','.join(MODEL_KINDS)}")
     if not figures <= {"train", "bpd", "sample"}:
         raise SystemExit(f"unknown figures {figures - {'train', 'bpd', 'sample'}}")
     device = torch.device(args.device)
@@ -220,8 +233,8 @@ def main():
 
     for kind in kinds:
         torch.manual_seed(args.seed)
-        model = tf.create_model(kind).to(device)
-        assert tf.num_params(model) == tf.FULL_PARAM_COUNTS[kind]
+        model = create_model(kind).to(device)
+        assert tf.num_params(model) == PARAM_COUNTS[kind]
         if "train" in figures:
             model.train()
             step = train_step_fn(model, make_images(args.batch, args.mnist, args.seed).to(device))

@@ -1,7 +1,7 @@
 """dfdx-flows against the tutorial's PyTorch code, same machine, same threads, same batch, one run.
 
     python benches/reference/side_by_side.py [--threads 2] [--batch 128] [--repeats 3]
-        [--rounds 1] [--models simple,vardeq,multiscale] [--peak-rss] [--markdown]
+        [--rounds 1] [--models simple,vardeq,multiscale,glow] [--peak-rss] [--markdown]
         [--python /work/torch-venv/bin/python]
 
 Runs `cargo bench --bench step -- --json` (release build, RAYON_NUM_THREADS=threads) and
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="alternations (ours, PyTorch) per model")
-    ap.add_argument("--models", default="simple,vardeq,multiscale")
+    ap.add_argument("--models", default="simple,vardeq,multiscale,glow")
     ap.add_argument("--peak-rss", action="store_true")
     ap.add_argument("--python", default=os.environ.get("TORCH_PYTHON", "/work/torch-venv/bin/python"))
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")

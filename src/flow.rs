@@ -198,8 +198,7 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
         x: Tensor<Self::In, E, D>,
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::Out, E, D>, FlowError<D::Err>> {
-        let ldj = x.device().try_zeros_like(&(x.shape().concrete()[0],))?;
-        Ok(self.try_forward(x, ldj, ctx)?.0)
+        forward_values(self, x, ctx)
     }
 
     /// A short human-readable name of the layer.
@@ -218,6 +217,17 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
 
 /// Elements per image of a batched shape `(batch, …)`: the product of every axis but the first
 /// (unlike `num_elements() / batch`, defined for an empty batch).
+/// `flow`'s output for `x` in the density direction, without the log-determinant (no tape):
+/// what an initialisation pass hands on to the next layer.
+pub(crate) fn forward_values<F: Flow<E, D>, E: FlowDtype, D: FlowDevice<E>>(
+    flow: &F,
+    x: Tensor<F::In, E, D>,
+    ctx: &mut FlowCtx<E>,
+) -> Result<Tensor<F::Out, E, D>, FlowError<D::Err>> {
+    let ldj = x.device().try_zeros_like(&(x.shape().concrete()[0],))?;
+    Ok(flow.try_forward(x, ldj, ctx)?.0)
+}
+
 pub(crate) fn per_image<S: Shape>(shape: &S) -> usize {
     shape.concrete().into_iter().skip(1).product()
 }

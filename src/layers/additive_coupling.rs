@@ -1,7 +1,7 @@
 //! Glow's additive coupling: half of the channels shift the other half.
 use crate::dtype::FlowDtype;
 use crate::error::FlowError;
-use crate::flow::{Flow, FlowCtx, FlowDevice, Ldj};
+use crate::flow::{forward_values, Flow, FlowCtx, FlowDevice, Ldj};
 use crate::layers::glow_net::GlowNet;
 use crate::nn::gated::{cat2, chunk2};
 use crate::shape::{Img, SplitChannels};
@@ -106,8 +106,7 @@ where
     ) -> Result<Tensor<Self::Out, E, D>, FlowError<D::Err>> {
         let (a, _) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, NoneTape>(x.clone())?;
         self.net.try_initialize(a)?;
-        let ldj = x.device().try_zeros_like(&(x.shape().0,))?;
-        Ok(self.try_forward(x, ldj, ctx)?.0)
+        forward_values(self, x, ctx)
     }
 
     fn name(&self) -> String {

@@ -56,6 +56,9 @@ pub enum FlowError<DeviceErr> {
     },
     /// The sampling temperature is not a finite number `>= 0`.
     Temperature(f64),
+    /// Class labels that a class-conditional layer cannot use: none given, labels for another
+    /// number of classes, or not one per image. The message names the layer.
+    Labels(String),
     /// An argument is out of its range (e.g. an odd number of images to interpolate between):
     /// the message says which and why.
     Argument(String),
@@ -103,6 +106,7 @@ impl<DeviceErr: fmt::Display> fmt::Display for FlowError<DeviceErr> {
                 f,
                 "sampling temperature {t} is not a finite number >= 0 (1.0 samples the prior)"
             ),
+            FlowError::Labels(why) => write!(f, "{why}"),
             FlowError::Argument(why) => write!(f, "{why}"),
         }
     }
@@ -136,6 +140,7 @@ impl<DeviceErr> FlowError<DeviceErr> {
                 got,
             },
             FlowError::Temperature(t) => FlowError::Temperature(t),
+            FlowError::Labels(why) => FlowError::Labels(why),
             FlowError::Argument(why) => FlowError::Argument(why),
         }
     }

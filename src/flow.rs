@@ -1,5 +1,6 @@
 //! The [`Flow`] trait, the devices flows run on ([`FlowDevice`]), the run-time context
 //! [`FlowCtx`], and composition by [`Chain`](crate::Chain).
+use crate::classes::{ClassBatch, Labels};
 pub use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::layers::coupling_op::AffineCouplingOps;
@@ -49,6 +50,8 @@ impl<C: ConstDim, H: ConstDim, W: ConstDim> ImgShape for (usize, C, H, W) {
 ///   recorded here when `record_latents` is set; in the sampling direction a split layer takes
 ///   the last entry if there is one (so `inverse(forward(x))` is exact), and otherwise draws
 ///   from the prior with standard deviation `temperature`.
+/// - `classes`: the class of each image, for class-conditional layers (see
+///   [`classes`](crate::classes)); `None` for an unconditional flow.
 #[derive(Clone, Debug)]
 pub struct FlowCtx<E> {
     /// Dequantization noise `u ∈ [0, 1)` for the next dequantization layer, or `None` to draw it.
@@ -59,6 +62,8 @@ pub struct FlowCtx<E> {
     pub record_latents: bool,
     /// Standard deviation of the prior when split layers draw latents while sampling.
     pub temperature: f64,
+    /// The class of each image of the batch, for class-conditional layers.
+    pub classes: Option<ClassBatch>,
 }
 
 impl<E> Default for FlowCtx<E> {
@@ -68,6 +73,7 @@ impl<E> Default for FlowCtx<E> {
             latents: Vec::new(),
             record_latents: false,
             temperature: 1.0,
+            classes: None,
         }
     }
 }
@@ -92,6 +98,47 @@ impl<E> FlowCtx<E> {
             dequant_noise: Some(noise),
             ..Default::default()
         }
+    }
+}
+
+impl<E> FlowCtx<E> {
+    /// This context with the class of each image, for a class-conditional flow.
+    pub fn with_labels<const K: usize>(mut self, labels: Labels<K>) -> Self {
+        self.classes = Some(labels.into());
+        self
+    }
+
+    /// The labels for a class-conditional layer `layer` of `classes` classes on a batch of
+    /// `batch` images: an error that says what is missing if the context has none, has labels
+    /// for another number of classes, or not one label per image.
+    pub fn class_labels<DeviceErr>(
+        &self,
+        classes: usize,
+        batch: usize,
+        layer: impl FnOnce() -> String,
+    ) -> Result<&[usize], FlowError<DeviceErr>> {
+        let Some(given) = &self.classes else {
+            return Err(FlowError::Labels(format!(
+                "{} is class-conditional: give the class of each image (the `_given` methods of \
+                 ImageFlow, or FlowCtx::with_labels)",
+                layer()
+            )));
+        };
+        if given.classes() != classes {
+            return Err(FlowError::Labels(format!(
+                "{} is conditioned on {classes} classes, but the labels are for {}",
+                layer(),
+                given.classes()
+            )));
+        }
+        if given.labels().len() != batch {
+            return Err(FlowError::Labels(format!(
+                "{} got {} labels for a batch of {batch} images (give one per image)",
+                layer(),
+                given.labels().len()
+            )));
+        }
+        Ok(given.labels())
     }
 }
 
@@ -215,8 +262,6 @@ pub trait Flow<E: FlowDtype, D: FlowDevice<E>>: TensorCollection<E, D, To<E, D> 
     }
 }
 
-/// Elements per image of a batched shape `(batch, …)`: the product of every axis but the first
-/// (unlike `num_elements() / batch`, defined for an empty batch).
 /// `flow`'s output for `x` in the density direction, without the log-determinant (no tape):
 /// what an initialisation pass hands on to the next layer.
 pub(crate) fn forward_values<F: Flow<E, D>, E: FlowDtype, D: FlowDevice<E>>(
@@ -228,6 +273,8 @@ pub(crate) fn forward_values<F: Flow<E, D>, E: FlowDtype, D: FlowDevice<E>>(
     Ok(flow.try_forward(x, ldj, ctx)?.0)
 }
 
+/// Elements per image of a batched shape `(batch, …)`: the product of every axis but the first
+/// (unlike `num_elements() / batch`, defined for an empty batch).
 pub(crate) fn per_image<S: Shape>(shape: &S) -> usize {
     shape.concrete().into_iter().skip(1).product()
 }

@@ -1,5 +1,7 @@
 //! [`ImageFlow`]: a flow with a standard normal prior on its output — likelihoods, bits per
-//! dimension, importance sampling and sampling.
+//! dimension, importance sampling and sampling; for a class-conditional flow also given the
+//! class, marginalised over the classes, and the most likely class.
+use crate::classes::{ClassBatch, Labels};
 use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::FlowDevice;
@@ -11,8 +13,14 @@ use dfdx::prelude::*;
 ///
 /// `log p(x) = log N(f(x); 0, I) + log |det ∂f/∂x|`, and bits per dimension
 /// `bpd = −log p(x) · log₂(e) / (C·H·W)`. Tensor names start with `flows.`.
+///
+/// `K` is the number of classes of a class-conditional flow (0, the default: unconditional):
+/// its class-conditional layers ([`ClassPrior`](crate::layers::ClassPrior), …) read the class
+/// of each image, which the `_given` methods take as [`Labels<K>`] (or one-hot rows of `K`), so
+/// labels for another number of classes do not compile. Build one with
+/// [`ImageFlow::new_conditional`].
 #[derive(Clone, Debug)]
-pub struct ImageFlow<F> {
+pub struct ImageFlow<F, const K: usize = 0> {
     /// The flow layers.
     pub flows: F,
     /// Importance samples for [`ImageFlow::importance_bpd`] (the tutorial's default: 8).
@@ -62,23 +70,45 @@ impl<F> ImageFlow<F> {
     }
 }
 
-impl<F: TensorCollection<E, D>, E: FlowDtype, D: FlowDevice<E>> TensorCollection<E, D>
-    for ImageFlow<F>
+impl<F, const K: usize> ImageFlow<F, K> {
+    /// Wraps a class-conditional flow on `K` classes, with the default of 8 importance samples.
+    pub fn new_conditional(flows: F) -> Self {
+        Self {
+            flows,
+            import_samples: IMPORT_SAMPLES,
+        }
+    }
+
+    /// Builds the class-conditional flow `F` on `K` classes with fresh parameters on `dev` (as
+    /// [`ImageFlow::try_build`]).
+    pub fn try_build_conditional<E: FlowDtype, D: FlowDevice<E>>(dev: &D) -> Result<Self, D::Err>
+    where
+        F: Flow<E, D>,
+    {
+        Ok(Self::new_conditional(F::try_build(dev)?))
+    }
+}
+
+impl<F: TensorCollection<E, D>, E: FlowDtype, D: FlowDevice<E>, const K: usize>
+    TensorCollection<E, D> for ImageFlow<F, K>
 {
-    type To<E2: Dtype, D2: Device<E2>> = ImageFlow<F::To<E2, D2>>;
+    type To<E2: Dtype, D2: Device<E2>> = ImageFlow<F::To<E2, D2>, K>;
 
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
             Self::module("flows", |s| &s.flows, |s| &mut s.flows),
-            ImageFlow::new,
+            ImageFlow::new_conditional,
         )
     }
 }
 
-impl<F: TensorCollection<E, D, To<E, D> = F>, E: FlowDtype, D: FlowDevice<E>> BuildOnDevice<D, E>
-    for ImageFlow<F>
+impl<F, E, D, const K: usize> BuildOnDevice<D, E> for ImageFlow<F, K>
+where
+    F: TensorCollection<E, D, To<E, D> = F>,
+    E: FlowDtype,
+    D: FlowDevice<E>,
 {
     type Built = Self;
 }
@@ -86,7 +116,7 @@ impl<F: TensorCollection<E, D, To<E, D> = F>, E: FlowDtype, D: FlowDevice<E>> Bu
 /// `log₂(e)`.
 const LOG2_E: f64 = std::f64::consts::LOG2_E;
 
-impl<F> ImageFlow<F> {
+impl<F, const K: usize> ImageFlow<F, K> {
     /// Maps images to their latent and the log-determinant of the whole flow.
     #[allow(clippy::type_complexity)]
     pub fn encode<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
@@ -169,6 +199,30 @@ impl<F> ImageFlow<F> {
     where
         F: Flow<E, D>,
     {
+        self.importance_bpd_with(x, None)
+    }
+
+    /// [`ImageFlow::importance_bpd`] of `log p(x | y)`, the class of each image given.
+    pub fn importance_bpd_given<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        x: &Tensor<F::In, E, D>,
+        labels: &Labels<K>,
+    ) -> Result<Vec<f64>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        check_label_count(labels.len(), x.shape().concrete()[0])?;
+        self.importance_bpd_with(x, Some(labels.into()))
+    }
+
+    fn importance_bpd_with<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        x: &Tensor<F::In, E, D>,
+        classes: Option<ClassBatch>,
+    ) -> Result<Vec<f64>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
         if x.shape().concrete()[0] == 0 {
             // dfdx 0.13's `as_vec` fails on an empty tensor.
             return Ok(Vec::new());
@@ -176,7 +230,11 @@ impl<F> ImageFlow<F> {
         let m = self.import_samples.max(1);
         let mut samples: Vec<Vec<f64>> = Vec::with_capacity(m);
         for _ in 0..m {
-            let ll = self.log_likelihood(x.clone(), &mut FlowCtx::default())?;
+            let mut ctx = FlowCtx {
+                classes: classes.clone(),
+                ..FlowCtx::default()
+            };
+            let ll = self.log_likelihood(x.clone(), &mut ctx)?;
             samples.push(
                 ll.as_vec()
                     .into_iter()
@@ -284,6 +342,8 @@ impl<F> ImageFlow<F> {
         let mut probe = FlowCtx {
             dequant_noise: Some(vec![E::from_f64(0.5).unwrap(); F::In::NUMEL]),
             record_latents: true,
+            // A class-conditional flow needs a class for its blank image; any will do.
+            classes: Labels::<K>::repeat(0, 1).ok().map(ClassBatch::from),
             ..FlowCtx::default()
         };
         self.encode(dev.try_zeros_like(&F::In::with_batch(1))?, &mut probe)?;
@@ -298,5 +358,197 @@ impl<F> ImageFlow<F> {
         let mut rows = Vec::new();
         self.flows.describe(&mut rows);
         rows
+    }
+}
+
+/// The class-conditional methods: the class of each image given, or summed over.
+impl<F, const K: usize> ImageFlow<F, K> {
+    /// `log p(x | y)` per image (in nats), the class `y` of each image given; otherwise as
+    /// [`ImageFlow::log_likelihood`]. `ctx` is left with the classes it had.
+    ///
+    /// # Errors
+    /// As [`ImageFlow::log_likelihood`], and [`FlowError::Labels`] if there is not one label
+    /// per image.
+    pub fn log_likelihood_given<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+        &self,
+        x: Tensor<F::In, E, D, T>,
+        labels: &Labels<K>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Ldj<E, D, T>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        check_label_count(labels.len(), x.shape().concrete()[0])?;
+        let saved = ctx.classes.replace(labels.into());
+        let result = self.log_likelihood(x, ctx);
+        ctx.classes = saved;
+        result
+    }
+
+    /// [`ImageFlow::log_likelihood_given`] with the classes as one-hot rows (`K` columns).
+    ///
+    /// # Errors
+    /// [`FlowError::Labels`] for a row that is not one-hot, and as
+    /// [`ImageFlow::log_likelihood_given`].
+    pub fn log_likelihood_one_hot<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+        &self,
+        x: Tensor<F::In, E, D, T>,
+        one_hot: &Tensor<(usize, Const<K>), E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Ldj<E, D, T>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        let labels = Labels::from_one_hot(one_hot).map_err(|e| FlowError::Labels(e.to_string()))?;
+        self.log_likelihood_given(x, &labels, ctx)
+    }
+
+    /// Mean bits per dimension of `log p(x | y)` over the batch: the training loss of a
+    /// class-conditional flow.
+    pub fn bpd_given<E: FlowDtype, D: FlowDevice<E>, T: Tape<E, D>>(
+        &self,
+        x: Tensor<F::In, E, D, T>,
+        labels: &Labels<K>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Tensor<Rank0, E, D, T>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        check_label_count(labels.len(), x.shape().concrete()[0])?;
+        let saved = ctx.classes.replace(labels.into());
+        let result = self.bpd(x, ctx);
+        ctx.classes = saved;
+        result
+    }
+
+    /// `log p(x | y)` of every image for every class `y` (in nats; row `i` holds image `i`'s
+    /// `K` values), all with the same dequantization noise: `ctx`'s if it has some (taken as
+    /// by any pass), else one draw.
+    pub fn class_log_likelihoods<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        x: &Tensor<F::In, E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Vec<[f64; K]>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        let shape = *x.shape();
+        let batch = shape.concrete()[0];
+        if K == 0 {
+            return Err(FlowError::Argument(
+                "class log-likelihoods need a class-conditional model (ImageFlow<F, K> with K \
+                 classes)"
+                    .into(),
+            ));
+        }
+        ctx.check_noise(batch * F::In::NUMEL)?;
+        if batch == 0 {
+            return Ok(Vec::new());
+        }
+        let noise = match ctx.dequant_noise.take() {
+            Some(noise) => noise,
+            None => x
+                .device()
+                .try_sample_like(&shape, rand_distr::Uniform::new(E::zero(), E::one()))?
+                .as_vec(),
+        };
+        let mut rows = vec![[0.0; K]; batch];
+        for class in 0..K {
+            let labels = Labels::<K>::repeat(class, batch)
+                .map_err(|e| FlowError::Argument(e.to_string()))?;
+            let mut pass = FlowCtx::with_noise(noise.clone());
+            let ll = self.log_likelihood_given(x.clone(), &labels, &mut pass)?;
+            for (row, v) in rows.iter_mut().zip(ll.as_vec()) {
+                row[class] = v.to_f64().unwrap_or(f64::NAN);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `log p(x) = log Σ_y p(x | y) p(y)` per image (in nats), with the classes equally likely
+    /// (`p(y) = 1/K`; MNIST's digits are within 10 % of that), from
+    /// [`ImageFlow::class_log_likelihoods`].
+    pub fn marginal_log_likelihood<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        x: &Tensor<F::In, E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Vec<f64>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        let rows = self.class_log_likelihoods(x, ctx)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln() - (K as f64).ln()
+            })
+            .collect())
+    }
+
+    /// The most likely class of each image, `argmax_y p(x | y)` (the flow as a classifier).
+    pub fn classify<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        x: &Tensor<F::In, E, D>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Vec<usize>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        let rows = self.class_log_likelihoods(x, ctx)?;
+        Ok(rows
+            .iter()
+            .map(|row| (0..K).fold(0, |best, y| if row[y] > row[best] { y } else { best }))
+            .collect())
+    }
+
+    /// Data-dependent initialisation (as [`ImageFlow::initialize`]) of a class-conditional
+    /// flow, the class of each image of the batch given.
+    pub fn initialize_given<E: FlowDtype, D: FlowDevice<E>>(
+        &mut self,
+        x: Tensor<F::In, E, D>,
+        labels: &Labels<K>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<(), FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        check_label_count(labels.len(), x.shape().concrete()[0])?;
+        let saved = ctx.classes.replace(labels.into());
+        let result = self.initialize(x, ctx);
+        ctx.classes = saved;
+        result
+    }
+
+    /// Draws one image of each class in `labels` (as [`ImageFlow::sample`], with
+    /// `n = labels.len()`).
+    pub fn sample_given<E: FlowDtype, D: FlowDevice<E>>(
+        &self,
+        dev: &D,
+        labels: &Labels<K>,
+        z_init: Option<Tensor<F::Out, E, D>>,
+        ctx: &mut FlowCtx<E>,
+    ) -> Result<Tensor<F::In, E, D>, FlowError<D::Err>>
+    where
+        F: Flow<E, D>,
+    {
+        if let Some(z) = &z_init {
+            check_label_count(labels.len(), z.shape().concrete()[0])?;
+        }
+        let saved = ctx.classes.replace(labels.into());
+        let result = self.sample(dev, labels.len(), z_init, ctx);
+        ctx.classes = saved;
+        result
+    }
+}
+
+/// One label per image, or an error that says how many there are of each.
+fn check_label_count<DeviceErr>(labels: usize, batch: usize) -> Result<(), FlowError<DeviceErr>> {
+    if labels == batch {
+        Ok(())
+    } else {
+        Err(FlowError::Labels(format!(
+            "{labels} labels for a batch of {batch} images (give one per image)"
+        )))
     }
 }

@@ -32,6 +32,7 @@
 pub mod atomic_file;
 pub mod chain;
 pub mod checkpoint;
+pub mod classes;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod cpu;
@@ -67,6 +68,7 @@ pub use repeat::Repeat;
 /// Everything needed to build and run the tutorial's flows.
 pub mod prelude {
     pub use crate::chain::Chain;
+    pub use crate::classes::Labels;
     pub use crate::dtype::FlowDtype;
     pub use crate::error::FlowError;
     pub use crate::flow::FlowDevice;

@@ -45,8 +45,8 @@ pub fn lerp_pairs<E: FlowDtype>(values: &[E], pairs: usize, steps: usize) -> Opt
 /// # Errors
 /// [`FlowError::Argument`] for an odd number of images or `steps < 2`; the errors of
 /// [`ImageFlow::encode`] and [`ImageFlow::sample`].
-pub fn interpolate<F, E, D>(
-    model: &ImageFlow<F>,
+pub fn interpolate<F, E, D, const K: usize>(
+    model: &ImageFlow<F, K>,
     images: Tensor<F::In, E, D>,
     steps: usize,
     noise: Option<Vec<E>>,
@@ -101,8 +101,8 @@ where
 /// # Errors
 /// [`FlowError::Argument`] for a flow without split layers (its final latent is all of it, so
 /// every image of a row would be the same); [`FlowError::Temperature`]; device errors.
-pub fn shared_final_latent<F, E, D>(
-    model: &ImageFlow<F>,
+pub fn shared_final_latent<F, E, D, const K: usize>(
+    model: &ImageFlow<F, K>,
     dev: &D,
     rows: usize,
     per_row: usize,

@@ -13,6 +13,7 @@
 //! [dev-dependencies]
 //! dfdx-flows = { version = "0.1", default-features = false, features = ["test-util"] }
 //! ```
+use crate::classes::ClassBatch;
 use crate::dtype::FlowDtype;
 use crate::flow::{Flow, FlowCtx, FlowDevice, ImgShape};
 use crate::params::named_gradients;
@@ -75,6 +76,9 @@ pub struct CheckOptions {
     /// Needs as many output values as input values; turn it off for a layer whose input is
     /// discrete (a dequantization layer).
     pub log_det_check: bool,
+    /// The class of each image of the batch, for a class-conditional layer (default `None`);
+    /// every pass gets the labels of the images it runs.
+    pub classes: Option<ClassBatch>,
 }
 
 impl Default for CheckOptions {
@@ -85,6 +89,7 @@ impl Default for CheckOptions {
             gradient: 1e-5,
             entries_per_tensor: 4,
             log_det_check: true,
+            classes: None,
         }
     }
 }
@@ -153,26 +158,29 @@ where
         return Err("check_flow needs at least one image".into());
     }
     let xs = x.as_vec();
-    let ctx = |batch: usize| FlowCtx {
+    // The context of a pass over images `start..start + batch` of `x`.
+    let ctx = |start: usize, batch: usize| FlowCtx {
         dequant_noise: Some(vec![0.5; batch * n_in]),
         record_latents: true,
+        classes: opts.classes.as_ref().map(|c| c.slice(start, batch)),
         ..FlowCtx::default()
     };
     let fail = |what: &'static str| move |e: crate::FlowError<D::Err>| format!("{what}: {e}");
-    let forward = |f: &F, values: &[f64], n: usize| -> Result<(Vec<f64>, Vec<f64>), String> {
-        let x = dev
-            .try_tensor_from_vec(values.to_vec(), F::In::with_batch(n))
-            .map_err(|e| format!("{e}"))?;
-        let ldj = dev.try_zeros_like(&(n,)).map_err(|e| format!("{e}"))?;
-        let (z, ldj) = f
-            .try_forward(x, ldj, &mut ctx(n))
-            .map_err(fail("forward"))?;
-        Ok((z.as_vec(), ldj.as_vec()))
-    };
+    let forward =
+        |f: &F, values: &[f64], start: usize, n: usize| -> Result<(Vec<f64>, Vec<f64>), String> {
+            let x = dev
+                .try_tensor_from_vec(values.to_vec(), F::In::with_batch(n))
+                .map_err(|e| format!("{e}"))?;
+            let ldj = dev.try_zeros_like(&(n,)).map_err(|e| format!("{e}"))?;
+            let (z, ldj) = f
+                .try_forward(x, ldj, &mut ctx(start, n))
+                .map_err(fail("forward"))?;
+            Ok((z.as_vec(), ldj.as_vec()))
+        };
     let mut report = FlowCheck::default();
 
     // 1. Round trip, with the split-off latents handed back.
-    let mut recorded = ctx(batch);
+    let mut recorded = ctx(0, batch);
     let zero = dev.try_zeros_like(&(batch,)).map_err(|e| format!("{e}"))?;
     let (z, ldj) = flow
         .try_forward(x.clone(), zero, &mut recorded)
@@ -206,8 +214,8 @@ where
                 let (mut plus, mut minus) = (image.to_vec(), image.to_vec());
                 plus[j] += h;
                 minus[j] -= h;
-                let (zp, _) = forward(flow, &plus, 1)?;
-                let (zm, _) = forward(flow, &minus, 1)?;
+                let (zp, _) = forward(flow, &plus, b, 1)?;
+                let (zm, _) = forward(flow, &minus, b, 1)?;
                 for i in 0..n_in {
                     jac[i * n_in + j] = (zp[i] - zm[i]) / (2.0 * h);
                 }
@@ -232,7 +240,7 @@ where
         w.as_vec()
     };
     let loss = |f: &F| -> Result<f64, String> {
-        let (z, ldj) = forward(f, &xs, batch)?;
+        let (z, ldj) = forward(f, &xs, 0, batch)?;
         Ok(z.iter().zip(&weights).map(|(a, b)| a * b).sum::<f64>() + ldj.iter().sum::<f64>())
     };
     let grads = {
@@ -243,7 +251,7 @@ where
             .map_err(|e| format!("{e}"))?
             .retaped::<OwnedTape<f64, D>>();
         let (z, ldj) = flow
-            .try_forward(xt, ldj, &mut ctx(batch))
+            .try_forward(xt, ldj, &mut ctx(0, batch))
             .map_err(fail("forward"))?;
         let w = dev
             .try_tensor_from_vec(weights.clone(), F::Out::with_batch(batch))

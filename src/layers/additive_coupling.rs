@@ -105,7 +105,7 @@ where
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::Out, E, D>, FlowError<D::Err>> {
         let (a, _) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, NoneTape>(x.clone())?;
-        self.net.try_initialize(a)?;
+        self.net.try_initialize(a, None)?;
         forward_values(self, x, ctx)
     }
 

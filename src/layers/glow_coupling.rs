@@ -7,7 +7,8 @@ use crate::nn::gated::{cat2, chunk2};
 use crate::shape::{Img, SplitChannels};
 use dfdx::prelude::*;
 
-type HalfC<const C: usize, const H: usize, const W: usize> = <() as SplitChannels<C, H, W>>::Half;
+pub(crate) type HalfC<const C: usize, const H: usize, const W: usize> =
+    <() as SplitChannels<C, H, W>>::Half;
 
 /// Glow's affine coupling on `C`×`H`×`W` images (`C` even), with a [`GlowNet`] of `HIDDEN`
 /// channels: `x = (a, b)` split along the channels, `(h_s, t) = chunk(net(a))`,
@@ -64,34 +65,6 @@ where
     type Built = Self;
 }
 
-impl<const C: usize, const H: usize, const W: usize, const HIDDEN: usize, E, D>
-    GlowCoupling<C, H, W, HIDDEN, E, D>
-where
-    (): SplitChannels<C, H, W>,
-    E: FlowDtype,
-    D: FlowDevice<E>,
-{
-    /// The scale `s = sigmoid(h_s + 2)` and shift `t` for the second half, from the first.
-    #[allow(clippy::type_complexity)]
-    fn scale_and_shift<T: Tape<E, D>>(
-        &self,
-        kept: Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
-    ) -> Result<
-        (
-            Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
-            Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
-        ),
-        D::Err,
-    > {
-        let h = self.net.try_apply(kept)?;
-        let (h_s, t) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(h)?;
-        let s = h_s
-            .try_add(E::from_f64(2.0).unwrap_or(E::one()))?
-            .try_sigmoid()?;
-        Ok((s, t))
-    }
-}
-
 impl<const C: usize, const H: usize, const W: usize, const HIDDEN: usize, E, D> Flow<E, D>
     for GlowCoupling<C, H, W, HIDDEN, E, D>
 where
@@ -108,11 +81,7 @@ where
         ldj: Ldj<E, D, T>,
         _ctx: &mut FlowCtx<E>,
     ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
-        let (a, b) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(x)?;
-        let (s, t) = self.scale_and_shift(a.retaped::<T>())?;
-        let b = b.try_add(t)?.try_mul(s.retaped::<T>())?;
-        let log_det = s.try_ln()?.try_sum::<(usize,), Axes3<1, 2, 3>>()?;
-        Ok((cat2(a, b)?, ldj.try_add(log_det)?))
+        glow_affine_forward::<C, H, W, E, D, T>(x, ldj, |a| Ok(self.net.try_apply(a)?))
     }
 
     fn try_inverse(
@@ -120,10 +89,7 @@ where
         z: Tensor<Self::Out, E, D>,
         _ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
-        let (a, b) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, NoneTape>(z)?;
-        let (s, t) = self.scale_and_shift(a.clone())?;
-        let b = b.try_div(s)?.try_sub(t)?;
-        Ok(cat2(a, b)?)
+        glow_affine_inverse::<C, H, W, E, D>(z, |a| Ok(self.net.try_apply(a)?))
     }
 
     fn needs_initialization(&self) -> bool {
@@ -136,11 +102,81 @@ where
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::Out, E, D>, FlowError<D::Err>> {
         let (a, _) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, NoneTape>(x.clone())?;
-        self.net.try_initialize(a)?;
+        self.net.try_initialize(a, None)?;
         forward_values(self, x, ctx)
     }
 
     fn name(&self) -> String {
         format!("GlowCoupling(hidden {HIDDEN})")
     }
+}
+
+/// The output of a Glow network for the kept half: scale pre-activations, then shifts.
+pub(crate) type NetOut<const C: usize, const H: usize, const W: usize, E, D, T> =
+    Tensor<(usize, Const<C>, Const<H>, Const<W>), E, D, T>;
+
+/// The scale `s = sigmoid(h_s + 2)` and shift `t` for the second half from the network's
+/// output `h = (h_s, t)`.
+#[allow(clippy::type_complexity)]
+fn scale_and_shift<const C: usize, const H: usize, const W: usize, E, D, T>(
+    h: NetOut<C, H, W, E, D, T>,
+) -> Result<
+    (
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+    ),
+    D::Err,
+>
+where
+    (): SplitChannels<C, H, W>,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    let (h_s, t) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(h)?;
+    let s = h_s
+        .try_add(E::from_f64(2.0).unwrap_or(E::one()))?
+        .try_sigmoid()?;
+    Ok((s, t))
+}
+
+/// Glow's affine coupling in the density direction, with `net` the network of the kept half
+/// `a`: `(a, (b + t) · s)`, `log |det| = Σ log s`. Shared by [`GlowCoupling`] and
+/// [`ClassGlowCoupling`](crate::layers::ClassGlowCoupling).
+pub(crate) fn glow_affine_forward<const C: usize, const H: usize, const W: usize, E, D, T>(
+    x: Tensor<Img<C, H, W>, E, D, T>,
+    ldj: Ldj<E, D, T>,
+    net: impl FnOnce(
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+    ) -> Result<NetOut<C, H, W, E, D, T>, FlowError<D::Err>>,
+) -> Result<(Tensor<Img<C, H, W>, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>>
+where
+    (): SplitChannels<C, H, W>,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    let (a, b) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(x)?;
+    let (s, t) = scale_and_shift::<C, H, W, E, D, T>(net(a.retaped::<T>())?)?;
+    let b = b.try_add(t)?.try_mul(s.retaped::<T>())?;
+    let log_det = s.try_ln()?.try_sum::<(usize,), Axes3<1, 2, 3>>()?;
+    Ok((cat2(a, b)?, ldj.try_add(log_det)?))
+}
+
+/// The sampling direction of [`glow_affine_forward`]: `(a, b / s − t)`.
+pub(crate) fn glow_affine_inverse<const C: usize, const H: usize, const W: usize, E, D>(
+    z: Tensor<Img<C, H, W>, E, D>,
+    net: impl FnOnce(
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D>,
+    ) -> Result<NetOut<C, H, W, E, D, NoneTape>, FlowError<D::Err>>,
+) -> Result<Tensor<Img<C, H, W>, E, D>, FlowError<D::Err>>
+where
+    (): SplitChannels<C, H, W>,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    let (a, b) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, NoneTape>(z)?;
+    let (s, t) = scale_and_shift::<C, H, W, E, D, NoneTape>(net(a.clone())?)?;
+    let b = b.try_div(s)?.try_sub(t)?;
+    Ok(cat2(a, b)?)
 }

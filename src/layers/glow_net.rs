@@ -90,7 +90,19 @@ where
         &self,
         x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D, T>,
     ) -> Result<Tensor<(usize, COut, Const<H>, Const<W>), E, D, T>, D::Err> {
-        let h = self.conv_in.try_forward(x)?;
+        self.try_apply_with(x, None)
+    }
+
+    /// Applies the network with `hidden_bias` (one row of `HIDDEN` values per image, e.g. a
+    /// class embedding) added to every position of the first convolution's output: the same as
+    /// giving the rows to the network as constant extra input channels through a 1×1
+    /// convolution, without widening its first convolution.
+    pub fn try_apply_with<T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D, T>,
+        hidden_bias: Option<Tensor<(usize, Const<HIDDEN>), E, D, T>>,
+    ) -> Result<Tensor<(usize, COut, Const<H>, Const<W>), E, D, T>, D::Err> {
+        let h = with_bias(self.conv_in.try_forward(x)?, hidden_bias)?;
         let h = self.norm_in.try_normalize_relu(h)?;
         let h = self.conv_mid.try_forward(h)?;
         let h = self.norm_mid.try_normalize_relu(h)?;
@@ -103,12 +115,13 @@ where
     }
 
     /// Initialises the ActNorms that are not yet initialised from the activations the batch
-    /// `x` gives them, in order.
+    /// `x` gives them, in order (with `hidden_bias` as in [`GlowNet::try_apply_with`]).
     pub fn try_initialize(
         &mut self,
         x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D>,
+        hidden_bias: Option<Tensor<(usize, Const<HIDDEN>), E, D>>,
     ) -> Result<(), FlowError<D::Err>> {
-        let h = self.conv_in.try_forward(x)?;
+        let h = with_bias(self.conv_in.try_forward(x)?, hidden_bias)?;
         if !self.norm_in.is_initialized() {
             self.norm_in.init_from_batch(&h)?;
         }
@@ -118,5 +131,24 @@ where
             self.norm_mid.init_from_batch(&h)?;
         }
         Ok(())
+    }
+}
+
+/// `h` with one row of `bias` per image added at every position, or `h` if there is none.
+fn with_bias<const HIDDEN: usize, const H: usize, const W: usize, E, D, T>(
+    h: Tensor<(usize, Const<HIDDEN>, Const<H>, Const<W>), E, D, T>,
+    bias: Option<Tensor<(usize, Const<HIDDEN>), E, D, T>>,
+) -> Result<Tensor<(usize, Const<HIDDEN>, Const<H>, Const<W>), E, D, T>, D::Err>
+where
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    match bias {
+        Some(bias) => {
+            let shape = *h.shape();
+            h.try_add(bias.try_broadcast_like::<_, Axes2<2, 3>>(&shape)?)
+        }
+        None => Ok(h),
     }
 }

@@ -1,7 +1,11 @@
 //! The flow layers: the tutorial's, and Glow's (ActNorm, the invertible 1×1 convolution, the
-//! affine and additive couplings, the split with a learned prior, the learned top prior).
+//! affine and additive couplings, the split with a learned prior, the learned top prior), and
+//! their class-conditional variants ([`ClassPrior`], [`ClassSplitPrior`], [`ClassGlowCoupling`]).
 pub mod actnorm;
 pub mod additive_coupling;
+pub mod class_glow_coupling;
+pub mod class_prior;
+pub mod class_split_prior;
 pub mod coupling;
 pub mod coupling_op;
 pub mod dequantization;
@@ -18,6 +22,9 @@ pub mod variational;
 
 pub use actnorm::{ActNorm, ACTNORM_MIN_STD};
 pub use additive_coupling::AdditiveCoupling;
+pub use class_glow_coupling::ClassGlowCoupling;
+pub use class_prior::ClassPrior;
+pub use class_split_prior::ClassSplitPrior;
 pub use coupling::{ChannelCoupling, CheckerboardCoupling, CondCheckerboardCoupling, Coupling};
 pub use coupling_op::AffineCouplingOps;
 pub use dequantization::Dequantization;

@@ -8,7 +8,8 @@ use crate::prior::{split_latent, standard_normal_log_prob};
 use crate::shape::{Img, SplitChannels};
 use dfdx::prelude::*;
 
-type HalfC<const C: usize, const H: usize, const W: usize> = <() as SplitChannels<C, H, W>>::Half;
+pub(crate) type HalfC<const C: usize, const H: usize, const W: usize> =
+    <() as SplitChannels<C, H, W>>::Half;
 
 /// `C×H×W → (C/2)×H×W`, like [`Split`](crate::layers::Split), but the half that leaves is
 /// scored under a normal distribution whose mean and log-scale the kept half predicts (Glow's
@@ -92,18 +93,7 @@ where
         ldj: Ldj<E, D, T>,
         ctx: &mut FlowCtx<E>,
     ) -> Result<(Tensor<Self::Out, E, D, T>, Ldj<E, D, T>), FlowError<D::Err>> {
-        let (kept, split) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(x)?;
-        let (mean, logs) = self.mean_and_logs(kept.retaped::<T>())?;
-        let eps = split
-            .try_sub(mean)?
-            .try_mul(logs.retaped::<T>().try_negate()?.try_exp()?)?;
-        if ctx.record_latents {
-            ctx.latents.push(eps.as_vec());
-        }
-        // log N(z₂; mean, e^{2 logs}) = log N(ε; 0, 1) − logs, summed per image.
-        let log_p =
-            standard_normal_log_prob(eps)?.try_sub(logs.try_sum::<(usize,), Axes3<1, 2, 3>>()?)?;
-        Ok((kept, ldj.try_add(log_p)?))
+        split_forward::<C, H, W, E, D, T>(x, ldj, ctx, |kept, _| Ok(self.mean_and_logs(kept)?))
     }
 
     fn try_inverse(
@@ -111,16 +101,80 @@ where
         z: Tensor<Self::Out, E, D>,
         ctx: &mut FlowCtx<E>,
     ) -> Result<Tensor<Self::In, E, D>, FlowError<D::Err>> {
-        let dev = z.device().clone();
-        let eps = split_latent(ctx, &dev, *z.shape(), || {
-            format!("SplitPrior {C}x{H}x{W} -> {}x{H}x{W}", C / 2)
-        })?;
-        let (mean, logs) = self.mean_and_logs(z.clone())?;
-        let split = logs.try_exp()?.try_mul(eps)?.try_add(mean)?;
-        Ok(cat2(z, split)?)
+        split_inverse::<C, H, W, E, D>(z, ctx, |kept, _| Ok(self.mean_and_logs(kept)?))
     }
 
     fn name(&self) -> String {
         "SplitPrior".into()
     }
+}
+
+/// The mean and log-scale of the split-off half, each `(batch, C/2, H, W)`.
+pub(crate) type HalfPair<const C: usize, const H: usize, const W: usize, E, D, T> = (
+    Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+    Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+);
+
+/// The density direction of a split with a learned prior: keeps the first half of the
+/// channels, scores the second under `N(mean, e^{2 logs})` from `prior(kept, ctx)`, records its
+/// standardised value if asked. Shared by [`SplitPrior`] and
+/// [`ClassSplitPrior`](crate::layers::ClassSplitPrior).
+pub(crate) fn split_forward<const C: usize, const H: usize, const W: usize, E, D, T>(
+    x: Tensor<Img<C, H, W>, E, D, T>,
+    ldj: Ldj<E, D, T>,
+    ctx: &mut FlowCtx<E>,
+    prior: impl FnOnce(
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+        &FlowCtx<E>,
+    ) -> Result<HalfPair<C, H, W, E, D, T>, FlowError<D::Err>>,
+) -> Result<
+    (
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D, T>,
+        Ldj<E, D, T>,
+    ),
+    FlowError<D::Err>,
+>
+where
+    (): SplitChannels<C, H, W>,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+    T: Tape<E, D>,
+{
+    let (kept, split) = chunk2::<_, HalfC<C, H, W>, Const<H>, Const<W>, E, D, T>(x)?;
+    let (mean, logs) = prior(kept.retaped::<T>(), ctx)?;
+    let eps = split
+        .try_sub(mean)?
+        .try_mul(logs.retaped::<T>().try_negate()?.try_exp()?)?;
+    if ctx.record_latents {
+        ctx.latents.push(eps.as_vec());
+    }
+    // log N(z₂; mean, e^{2 logs}) = log N(ε; 0, 1) − logs, summed per image.
+    let log_p =
+        standard_normal_log_prob(eps)?.try_sub(logs.try_sum::<(usize,), Axes3<1, 2, 3>>()?)?;
+    Ok((kept, ldj.try_add(log_p)?))
+}
+
+/// The sampling direction of [`split_forward`]: the split-off half from the recorded or drawn
+/// standardised latent and the prior of the kept half.
+pub(crate) fn split_inverse<const C: usize, const H: usize, const W: usize, E, D>(
+    z: Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D>,
+    ctx: &mut FlowCtx<E>,
+    prior: impl FnOnce(
+        Tensor<(usize, HalfC<C, H, W>, Const<H>, Const<W>), E, D>,
+        &FlowCtx<E>,
+    ) -> Result<HalfPair<C, H, W, E, D, NoneTape>, FlowError<D::Err>>,
+) -> Result<Tensor<Img<C, H, W>, E, D>, FlowError<D::Err>>
+where
+    (): SplitChannels<C, H, W>,
+    E: FlowDtype,
+    D: FlowDevice<E>,
+{
+    // The prior first: a class-conditional one checks its labels before a latent is taken.
+    let (mean, logs) = prior(z.clone(), ctx)?;
+    let dev = z.device().clone();
+    let eps = split_latent(ctx, &dev, *z.shape(), || {
+        format!("SplitPrior {C}x{H}x{W} -> {}x{H}x{W}", C / 2)
+    })?;
+    let split = logs.try_exp()?.try_mul(eps)?.try_add(mean)?;
+    Ok(cat2(z, split)?)
 }

@@ -3,6 +3,7 @@
 //! and exact resume. What happens is reported to a [`TrainObserver`]; the command line adds
 //! progress bars and Ctrl-C handling.
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, EpochProgress};
+use crate::classes::Labels;
 use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::FlowDevice;
@@ -19,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod images;
 mod observer;
+pub use images::Images;
 pub use observer::{
     epoch_line, resume_line, short_duration, step_line, EpochLog, PlainProgress, RunStart,
     StepReport, TrainObserver,
@@ -272,41 +275,50 @@ fn improves(val_bpd: f64, best_so_far: Option<f64>) -> bool {
     val_bpd.is_finite() && best_so_far.is_none_or(|b| val_bpd < b)
 }
 
-/// Validation bpd: mean over `images` (u8, image after image) with fixed noise, no tape.
-pub fn evaluate_bpd<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
-    model: &ImageFlow<F>,
+/// Validation bpd: mean over `images` with fixed noise, no tape. For a class-conditional model
+/// (`K > 0`) the images need labels, and the bpd is that of `log p(x | y)`.
+pub fn evaluate_bpd<'a, E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>, const K: usize>(
+    model: &ImageFlow<F, K>,
     dev: &D,
-    images: &[u8],
+    images: impl Into<Images<'a>>,
     batch_size: usize,
     seed: u64,
 ) -> Result<f64, TrainError> {
+    let images = images.into();
     let numel = F::In::NUMEL;
-    let n = images.len() / numel;
+    images.check_labels::<K>(numel, "validation")?;
+    let n = images.pixels.len() / numel;
     let mut total = 0.0;
-    for (b, chunk) in images.chunks(batch_size * numel).enumerate() {
+    let batch_size = batch_size.max(1);
+    for (b, chunk) in images.pixels.chunks(batch_size * numel).enumerate() {
         let count = chunk.len() / numel;
         let x = dev.tensor_from_vec(
-            chunk.iter().map(|v| E::from_u8(*v).unwrap()).collect(),
+            chunk
+                .iter()
+                .map(|v| E::from_u8(*v).unwrap_or(E::zero()))
+                .collect(),
             F::In::with_batch(count),
         );
         let mut ctx = FlowCtx::with_noise(noise_for::<E>(seed ^ 0x5EED, b as u64, chunk.len()));
+        ctx.classes = images.classes_of::<K>(b * batch_size..b * batch_size + count)?;
         let ll = flow_err(model.log_likelihood(x, &mut ctx))?;
         total += ll.as_vec().iter().map(|v| v.to_f64().unwrap()).sum::<f64>();
     }
     Ok(-total / n as f64 * std::f64::consts::LOG2_E / numel as f64)
 }
 
-/// Trains `model` on `train` images (u8, image after image) and validates on `val`, writing
-/// into `run`. With `resume`, continues from `run`'s last checkpoint. Returns the metrics of
+/// Trains `model` on `train` images (pixel values, image after image: `&[u8]`, or
+/// [`Images::labelled`] for a class-conditional model) and validates on `val`, writing into
+/// `run`. With `resume`, continues from `run`'s last checkpoint. Returns the metrics of
 /// the epochs run. `interrupt` is polled after every step (set it from a Ctrl-C handler).
 /// Reports to standard error with [`EpochLog`]; [`train_with`] takes an observer of one's own.
 #[allow(clippy::too_many_arguments)]
-pub fn train<E, D, F>(
-    model: &mut ImageFlow<F>,
+pub fn train<'a, 'b, E, D, F, const K: usize>(
+    model: &mut ImageFlow<F, K>,
     model_name: &str,
     dev: &D,
-    train: &[u8],
-    val: &[u8],
+    train: impl Into<Images<'a>>,
+    val: impl Into<Images<'b>>,
     config: &TrainConfig,
     run: &RunDir,
     resume: bool,
@@ -325,12 +337,12 @@ where
 /// [`train`] reporting to `observer`, which sees every step, epoch and checkpoint and can stop
 /// the run cleanly ([`TrainObserver::should_stop`]), as setting `interrupt` does.
 #[allow(clippy::too_many_arguments)]
-pub fn train_with<E, D, F>(
-    model: &mut ImageFlow<F>,
+pub fn train_with<'a, 'b, E, D, F, const K: usize>(
+    model: &mut ImageFlow<F, K>,
     model_name: &str,
     dev: &D,
-    train: &[u8],
-    val: &[u8],
+    train: impl Into<Images<'a>>,
+    val: impl Into<Images<'b>>,
     config: &TrainConfig,
     run: &RunDir,
     resume: bool,
@@ -346,8 +358,8 @@ where
         model,
         model_name,
         dev,
-        train,
-        val,
+        train.into(),
+        val.into(),
         config,
         run,
         resume,
@@ -359,12 +371,12 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_training<E, D, F>(
-    model: &mut ImageFlow<F>,
+fn run_training<E, D, F, const K: usize>(
+    model: &mut ImageFlow<F, K>,
     model_name: &str,
     dev: &D,
-    train: &[u8],
-    val: &[u8],
+    train: Images,
+    val: Images,
     config: &TrainConfig,
     run: &RunDir,
     resume: bool,
@@ -378,8 +390,10 @@ where
 {
     check_config(config)?;
     let numel = F::In::NUMEL;
-    let n_train = (train.len() / numel).min(config.max_train.unwrap_or(usize::MAX));
-    let val = &val[..(val.len() / numel).min(config.max_val.unwrap_or(usize::MAX)) * numel];
+    train.check_labels::<K>(numel, "training")?;
+    let n_train = (train.pixels.len() / numel).min(config.max_train.unwrap_or(usize::MAX));
+    let val = val.first(config.max_val.unwrap_or(usize::MAX), numel);
+    val.check_labels::<K>(numel, "validation")?;
     let steps_per_epoch = n_train / config.batch_size.max(1);
     if steps_per_epoch == 0 {
         return Err(TrainError::Data(format!(
@@ -388,7 +402,7 @@ where
             config.batch_size
         )));
     }
-    if val.is_empty() {
+    if val.pixels.is_empty() {
         return Err(TrainError::Data(
             "no validation images: the validation bpd of each epoch picks the best checkpoint; \
              give at least one"
@@ -448,10 +462,13 @@ where
         // Data-dependent initialisation (ActNorm) on the batch and noise of the first step. A
         // resumed or loaded model has it done already: its checkpoint holds the layers' flags.
         let order = epoch_order(config.seed, meta.epoch, n_train);
-        let pixels = batch_pixels::<E>(train, &order[..config.batch_size], numel);
+        let first = &order[..config.batch_size];
+        let pixels = batch_pixels::<E>(train.pixels, first, numel);
         let x = dev.tensor_from_vec(pixels, F::In::with_batch(config.batch_size));
         let noise = noise_for::<E>(config.seed, meta.step, config.batch_size * numel);
-        flow_err(model.initialize(x, &mut FlowCtx::with_noise(noise)))?;
+        let mut ctx = FlowCtx::with_noise(noise);
+        ctx.classes = train.classes_of::<K>(first.iter().copied())?;
+        flow_err(model.initialize(x, &mut ctx))?;
     }
     let mut grads = model.alloc_grads();
 
@@ -472,17 +489,15 @@ where
         } = before;
         let seconds_so_far = || before.seconds + started.elapsed().as_secs_f64();
         for s in meta.epoch_step..steps_per_epoch {
-            let pixels = batch_pixels::<E>(
-                train,
-                &order[s * config.batch_size..(s + 1) * config.batch_size],
-                numel,
-            );
+            let indices = &order[s * config.batch_size..(s + 1) * config.batch_size];
+            let pixels = batch_pixels::<E>(train.pixels, indices, numel);
             let x = dev.tensor_from_vec(pixels, F::In::with_batch(config.batch_size));
             let mut ctx = FlowCtx::with_noise(noise_for::<E>(
                 config.seed,
                 meta.step,
                 config.batch_size * numel,
             ));
+            ctx.classes = train.classes_of::<K>(indices.iter().copied())?;
             let loss = flow_err(model.bpd(x.traced(grads), &mut ctx))?;
             let value = loss.as_vec()[0].to_f64().unwrap();
             grads = loss.backward();
@@ -680,9 +695,11 @@ fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
 /// Draws `n` samples (temperature 1) and writes them as a PNG grid. Every latent (the final one
 /// and those of split layers) comes from `seed`, not from the device's random state: the
 /// training run passes its seed, so each epoch's picture shows the same latents through a
-/// model that learns, and a resumed run draws what an uninterrupted one would.
-pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
-    model: &ImageFlow<F>,
+/// model that learns, and a resumed run draws what an uninterrupted one would. A
+/// class-conditional model draws sample `i` of class `i mod K`, `K` to a row: each column one
+/// class.
+pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>, const K: usize>(
+    model: &ImageFlow<F, K>,
     dev: &D,
     n: usize,
     seed: u64,
@@ -705,6 +722,13 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
         latents,
         ..FlowCtx::default()
     };
+    let mut style = GridStyle::default();
+    if K > 0 {
+        let labels = Labels::<K>::new((0..n).map(|i| i % K).collect())
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+        ctx.classes = Some(labels.into());
+        style.per_row = K;
+    }
     let samples = flow_err(model.sample(dev, n, Some(z), &mut ctx))?;
     let pixels = to_bytes(&samples.as_vec());
     let (c, h, w) = (F::In::C, F::In::H, F::In::W);
@@ -717,7 +741,7 @@ pub fn write_samples<E: FlowDtype, D: FlowDevice<E>, F: Flow<E, D>>(
         std::fs::create_dir_all(dir)
             .map_err(|e| TrainError::Io(dir.to_path_buf(), e.to_string()))?;
     }
-    save_grid(path, &first, n, h, w, GridStyle::default())
+    save_grid(path, &first, n, h, w, style)
         .map_err(|e| TrainError::Io(path.to_path_buf(), e.to_string()))
 }
 

@@ -6,6 +6,7 @@
 //! are `#[ignore]`d; CI runs them with `MNIST_REAL_DIR` set (`.ci/run`).
 mod actnorm;
 mod checkpoints;
+mod classes;
 mod common;
 mod custom_layer;
 mod errors;

@@ -38,6 +38,14 @@ type TinyMulti<D> = Chain<(
     ChannelCoupling<8, 7, 7, 4, false, f32, D>,
 )>;
 
+/// Uniform dequantization, two small couplings and a learned prior for each of 10 classes.
+type TinyClass<D> = Chain<(
+    Dequantization<1, 28, 28>,
+    Cb<false, D>,
+    Cb<true, D>,
+    ClassPrior<10, 1, 28, 28, f32, D>,
+)>;
+
 struct Simple;
 impl CliModel for Simple {
     type Flow<D: FlowDevice<f32>> = TinySimple<D>;
@@ -137,6 +145,26 @@ fn saved<M: CliModel>() -> tempfile::TempDir {
     dir
 }
 
+struct Class;
+impl CliModel<10> for Class {
+    type Flow<D: FlowDevice<f32>> = TinyClass<D>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<TinyClass<D>, 10>, D::Err> {
+        ImageFlow::try_build_conditional(dev)
+    }
+}
+
+/// [`saved`] for the class-conditional [`Class`].
+fn saved_class() -> tempfile::TempDir {
+    let dev = Cpu::seed_from_u64(7);
+    let mut model = Class::build(&dev).unwrap();
+    perturb_params(&mut model, 0.1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model
+        .save_safetensors(dir.path().join("model.safetensors"))
+        .unwrap();
+    dir
+}
+
 fn args(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
     std::iter::once(OsString::from("test"))
         .chain(list.iter().map(|a| a.as_ref().to_os_string()))
@@ -149,6 +177,10 @@ fn run_simple(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(), CliError> {
 
 fn run_multi(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(), CliError> {
     cli::run_from::<Multi, _, _>("multiscale", args(list))
+}
+
+fn run_class(list: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(), CliError> {
+    cli::run_conditional_from::<Class, 10, _, _>("class-tiny", args(list))
 }
 
 /// The message of a failure, checked to be one line.
@@ -771,6 +803,11 @@ fn results_table_is_the_tutorials() {
             parameters: 556_312,
             max_images: None,
             epochs: Some(200),
+            marginal_test_bpd: None,
+            test_accuracy: None,
+            sample_class_rate: None,
+            sample_temperature: None,
+            nearest_mean_test_accuracy: None,
         },
         EvalResults {
             model: "multiscale".into(),
@@ -782,6 +819,11 @@ fn results_table_is_the_tutorials() {
             parameters: 1_711_818,
             max_images: Some(64),
             epochs: None,
+            marginal_test_bpd: None,
+            test_accuracy: None,
+            sample_class_rate: None,
+            sample_temperature: None,
+            nearest_mean_test_accuracy: None,
         },
     ];
     let md = cli::results_table(&results, true);
@@ -860,4 +902,114 @@ fn sample_writes_the_seeded_samples_as_a_png_grid() {
     }
     // The padding is the grid's grey.
     assert_eq!(grid.get_pixel(0, 0).0[0], 128);
+}
+
+/// A class-conditional model's commands: `sample --class C` draws the library's samples of
+/// class C, `sample` without it one row per class, `eval` adds the marginal bpd, the accuracy
+/// and the nearest-class-mean rate of its samples, and the commands that cannot take classes
+/// yet, or a class the model does not know, are one clear line.
+#[test]
+fn class_conditional_commands_sample_each_class_and_evaluate() {
+    let weights = saved_class();
+    let weights_dir = weights.path().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = |class: Option<&str>, name: &str| -> Result<PathBuf, CliError> {
+        let out = tmp.path().join(name);
+        let mut list: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"sample",
+            &"--checkpoint",
+            &weights_dir,
+            &"--n",
+            &"8",
+            &"--seed",
+            &"5",
+            &"--out",
+            &out,
+        ];
+        if let Some(class) = &class {
+            list.extend([&"--class" as &dyn AsRef<std::ffi::OsStr>, class]);
+        }
+        run_class(&list).map(|()| out)
+    };
+    let sevens = open_gray(&sample(Some("7"), "sevens.png").unwrap());
+    assert_eq!(sevens.dimensions(), grid_size(1, 8));
+    let dev = Cpu::seed_from_u64(5);
+    let mut model = Class::build(&dev).unwrap();
+    dfdx_flows::checkpoint::load_weights(&weights.path().join("model.safetensors"), &mut model)
+        .unwrap();
+    let mut ctx = FlowCtx {
+        classes: Some(
+            dfdx_flows::classes::Labels::<10>::new(vec![7; 8])
+                .unwrap()
+                .into(),
+        ),
+        ..FlowCtx::default()
+    };
+    ctx.classes = Some(
+        dfdx_flows::classes::Labels::<10>::new(vec![7; 8])
+            .unwrap()
+            .into(),
+    );
+    let expected = model.sample(&dev, 8, None, &mut ctx).unwrap().as_vec();
+    for i in 0..8 {
+        let cell_expected: Vec<u8> = expected[i * 784..(i + 1) * 784]
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(cell(&sevens, 0, i), cell_expected, "sample {i} of class 7");
+    }
+    // Same seed, another class: other images (the class prior's rows differ).
+    let threes = open_gray(&sample(Some("3"), "threes.png").unwrap());
+    assert_ne!(cell(&threes, 0, 0), cell(&sevens, 0, 0));
+
+    let rows = open_gray(&sample(None, "rows.png").unwrap());
+    assert_eq!(rows.dimensions(), grid_size(10, 8));
+    assert_not_constant(&rows, "a row per class");
+
+    let msg = error_line(sample(Some("10"), "none.png").map(|_| ()));
+    assert!(
+        msg.contains("--class 10") && msg.contains("0 to 9"),
+        "{msg}"
+    );
+    assert!(!tmp.path().join("none.png").exists());
+    let msg = error_line(run_class(&[
+        &"interpolate",
+        &"--checkpoint",
+        &weights.path(),
+        &"--data",
+        &fake_mnist(),
+    ]));
+    assert!(msg.contains("class-conditional"), "{msg}");
+
+    let results = tmp.path().join("results.json");
+    run_class(&[
+        &"eval",
+        &"--checkpoint",
+        &weights.path(),
+        &"--data",
+        &fake_mnist(),
+        &"--max-images",
+        &"20",
+        &"--import-samples",
+        &"1",
+        &"--class-samples",
+        &"3",
+        &"--temperature",
+        &"0.7",
+        &"--out",
+        &results,
+    ])
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let r: EvalResults = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    assert!(r.val_bpd.is_finite() && r.test_bpd.is_finite(), "{r:?}");
+    let marginal = r.marginal_test_bpd.expect("a marginal bpd");
+    assert!(marginal.is_finite() && marginal > 0.0, "{r:?}");
+    let accuracy = r.test_accuracy.expect("an accuracy");
+    assert!((0.0..=1.0).contains(&accuracy), "{r:?}");
+    // The fake training images are all black: every class mean is the same, every image ties
+    // and goes to class 0, so the rates are the share of class 0: 3 of 30 samples, 2 of the
+    // first 20 test images (labels i % 10).
+    assert_eq!(r.sample_class_rate, Some(0.1), "{r:?}");
+    assert_eq!(r.nearest_mean_test_accuracy, Some(0.1), "{r:?}");
+    assert_eq!(r.sample_temperature, Some(0.7), "{r:?}");
 }

@@ -106,9 +106,9 @@ first_layer!(L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13);
 first_layer!(L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14);
 first_layer!(L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15);
 
-pub(super) fn cmd_dequant_hist<F, D: CliDevice>(
+pub(super) fn cmd_dequant_hist<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     args: &DequantHistArgs,
 ) -> Result<(), CliError>
 where

@@ -1,6 +1,9 @@
-//! `eval`: test bits per dimension (importance sampling), sampling time, parameter count;
-//! the layer table and the results table.
+//! `eval`: test bits per dimension (importance sampling), sampling time, parameter count; for a
+//! class-conditional model the conditional and the marginal bpd and its accuracy as a
+//! classifier; the layer table and the results table.
+use super::nearest_class_mean::NearestClassMean;
 use super::*;
+use crate::classes::Labels;
 
 /// Options of `eval`.
 #[derive(Debug, Args)]
@@ -14,6 +17,13 @@ pub struct EvalArgs {
     /// Importance samples for the test bpd
     #[arg(long, default_value_t = 8)]
     pub import_samples: usize,
+    /// Class-conditional models: samples of each class drawn for the nearest-class-mean check
+    #[arg(long, default_value_t = 100)]
+    pub class_samples: usize,
+    /// Class-conditional models: the prior's standard deviation for those samples (Glow's
+    /// temperature; 0 or more)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub temperature: f64,
     /// Evaluate on the first N images of each split only
     #[arg(long)]
     pub max_images: Option<usize>,
@@ -29,10 +39,11 @@ pub struct EvalArgs {
 pub struct EvalResults {
     /// Model name.
     pub model: String,
-    /// Validation bpd (one dequantization draw).
+    /// Validation bpd (one dequantization draw); of `log p(x | y)` for a class-conditional
+    /// model.
     #[serde(deserialize_with = "crate::train::f64_or_nan")]
     pub val_bpd: f64,
-    /// Test bpd with importance sampling.
+    /// Test bpd with importance sampling; of `log p(x | y)` for a class-conditional model.
     #[serde(deserialize_with = "crate::train::f64_or_nan")]
     pub test_bpd: f64,
     /// Importance samples used.
@@ -52,20 +63,46 @@ pub struct EvalResults {
     /// the weights) says; `None` for a bare weights file.
     #[serde(default)]
     pub epochs: Option<usize>,
+    /// Class-conditional models only: the test bpd of `log p(x) = log Σ_y p(x | y) / K` (one
+    /// dequantization draw, shared by the classes), comparable with an unconditional model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginal_test_bpd: Option<f64>,
+    /// Class-conditional models only: the fraction of test images whose label is
+    /// `argmax_y p(x | y)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    /// Class-conditional models only: the fraction of samples (`class_samples` of each class,
+    /// at `sample_temperature`) that a nearest-class-mean classifier on the training images'
+    /// pixels assigns to the class they were drawn for; chance is 1 / K.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_class_rate: Option<f64>,
+    /// Class-conditional models only: the temperature of the samples of `sample_class_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_temperature: Option<f64>,
+    /// Class-conditional models only: the same classifier's accuracy on the test images, what
+    /// `sample_class_rate` would be for samples as good as real images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_mean_test_accuracy: Option<f64>,
 }
 
-pub(super) fn cmd_eval<F, D: CliDevice>(
+pub(super) fn cmd_eval<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     args: &EvalArgs,
 ) -> Result<(), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
-    if args.import_samples == 0 || args.max_images == Some(0) {
+    if args.import_samples == 0 || args.max_images == Some(0) || args.class_samples == 0 {
         return Err(failed(
-            "--import-samples and --max-images must be at least 1",
+            "--import-samples, --max-images and --class-samples must be at least 1",
         ));
+    }
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        return Err(failed(format!(
+            "--temperature must be a number of 0 or more, not {}",
+            args.temperature
+        )));
     }
     let weights = find_weights(&args.weights.path(name)?)?;
     let (dev, mut model) = open_model(name, build, 42, &weights)?;
@@ -82,26 +119,70 @@ where
             .flat_map(|i| view.image(i).iter().copied())
             .collect()
     };
+    let labels = |split: Subset| -> Vec<u8> {
+        let mut labels = mnist.split(split).labels();
+        labels.truncate(limit);
+        labels
+    };
     let (val, test) = (pixels(Subset::Validation), pixels(Subset::Test));
-    let val_bpd = evaluate_bpd(&model, &dev, &val, 64, 0).map_err(failed)?;
+    let (val_labels, test_labels) = (labels(Subset::Validation), labels(Subset::Test));
+    let val_bpd =
+        evaluate_bpd(&model, &dev, Images::labelled(&val, &val_labels), 64, 0).map_err(failed)?;
     let mut test_sum = 0.0;
+    let mut marginal_sum = 0.0;
+    let mut correct = 0usize;
     let mut inference_seconds = 0.0;
-    for chunk in test.chunks(64 * 784) {
+    for (chunk, chunk_labels) in test.chunks(64 * 784).zip(test_labels.chunks(64)) {
         let x = dev.tensor_from_vec(
             chunk.iter().map(|v| *v as f32).collect(),
             Img::<1, 28, 28>::with_batch(chunk.len() / 784),
         );
         let t = Instant::now();
-        let bpd = model.importance_bpd(&x).map_err(flow_failed)?;
+        let bpd = if K == 0 {
+            model.importance_bpd(&x)
+        } else {
+            let given = Labels::<K>::from_bytes(chunk_labels).map_err(failed)?;
+            model.importance_bpd_given(&x, &given)
+        }
+        .map_err(flow_failed)?;
         inference_seconds += t.elapsed().as_secs_f64();
         test_sum += bpd.iter().sum::<f64>();
+        if K > 0 {
+            let rows = model
+                .class_log_likelihoods(&x, &mut FlowCtx::default())
+                .map_err(flow_failed)?;
+            for (row, &label) in rows.iter().zip(chunk_labels) {
+                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                marginal_sum += -(lse - (K as f64).ln()) * std::f64::consts::LOG2_E / 784.0;
+                let best = (0..K).fold(0, |b, y| if row[y] > row[b] { y } else { b });
+                correct += usize::from(best == usize::from(label));
+            }
+        }
     }
     let n_test = test.len() / 784;
     let test_bpd = test_sum / n_test as f64;
     let t = Instant::now();
+    let mut sample_ctx = FlowCtx::default();
+    if K > 0 {
+        let classes = Labels::<K>::new((0..64).map(|i| i % K).collect()).map_err(failed)?;
+        sample_ctx.classes = Some(classes.into());
+    }
     model
-        .sample(&dev, 64, None, &mut FlowCtx::default())
+        .sample(&dev, 64, None, &mut sample_ctx)
         .map_err(flow_failed)?;
+    let class_check = if K > 0 {
+        Some(sample_class_rate(
+            &model,
+            &dev,
+            &mnist,
+            args,
+            &test,
+            &test_labels,
+        )?)
+    } else {
+        None
+    };
     let results = EvalResults {
         model: name.to_string(),
         val_bpd,
@@ -114,6 +195,11 @@ where
         parameters: model.num_trainable_params(),
         max_images: args.max_images,
         epochs,
+        marginal_test_bpd: (K > 0).then(|| marginal_sum / n_test as f64),
+        test_accuracy: (K > 0).then(|| correct as f64 / n_test as f64),
+        sample_class_rate: class_check.map(|(rate, _)| rate),
+        sample_temperature: (K > 0).then_some(args.temperature),
+        nearest_mean_test_accuracy: class_check.map(|(_, accuracy)| accuracy),
     };
     let out = match &args.out {
         Some(out) => out.clone(),
@@ -128,8 +214,70 @@ where
     )
     .map_err(failed)?;
     print!("{}", results_table(std::slice::from_ref(&results), true));
+    if let (Some(marginal), Some(accuracy)) = (results.marginal_test_bpd, results.test_accuracy) {
+        println!(
+            "class-conditional: the bpds above are of log p(x | y); log p(x) = log Σ_y p(x | y) \
+             / {K}: test {marginal:.3} bpd; as a classifier (argmax_y p(x | y)): {:.1} % of \
+             the test images right",
+            accuracy * 100.0
+        );
+    }
+    if let (Some(rate), Some(judge)) = (
+        results.sample_class_rate,
+        results.nearest_mean_test_accuracy,
+    ) {
+        println!(
+            "samples of class c nearest the training images' mean of class c: {:.1} % of {} \
+             at temperature {} (chance {:.1} %; the test images: {:.1} %)",
+            rate * 100.0,
+            args.class_samples * K,
+            args.temperature,
+            100.0 / K as f64,
+            judge * 100.0
+        );
+    }
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// Draws `--class-samples` samples of each of the `K` classes (at `--temperature`) and returns
+/// the fraction a nearest-class-mean classifier of the training images assigns to the class
+/// they were drawn for, with that classifier's accuracy on `test` (the images and their labels).
+fn sample_class_rate<F, D: CliDevice, const K: usize>(
+    model: &ImageFlow<F, K>,
+    dev: &D,
+    mnist: &Mnist,
+    args: &EvalArgs,
+    test: &[u8],
+    test_labels: &[u8],
+) -> Result<(f64, f64), CliError>
+where
+    F: Flow<f32, D, In = Img<1, 28, 28>>,
+{
+    let train = mnist.split(Subset::Train);
+    let train_pixels: Vec<u8> = (0..train.len())
+        .flat_map(|i| train.image(i).iter().copied())
+        .collect();
+    let judge = NearestClassMean::fit(&train_pixels, &train.labels(), K).map_err(failed)?;
+    let test_labels: Vec<usize> = test_labels.iter().map(|&l| usize::from(l)).collect();
+    let test_accuracy = judge.accuracy(test, &test_labels);
+    let classes: Vec<usize> = (0..K)
+        .flat_map(|c| std::iter::repeat_n(c, args.class_samples))
+        .collect();
+    let mut samples = Vec::with_capacity(classes.len() * 784);
+    // Batches of 128 keep the sampling memory of a large --class-samples bounded.
+    for batch in classes.chunks(128) {
+        let mut ctx = FlowCtx {
+            classes: Some(Labels::<K>::new(batch.to_vec()).map_err(failed)?.into()),
+            temperature: args.temperature,
+            ..FlowCtx::default()
+        };
+        let drawn = model
+            .sample(dev, batch.len(), None, &mut ctx)
+            .map_err(flow_failed)?;
+        samples.extend(to_bytes(&drawn.as_vec()));
+    }
+    Ok((judge.accuracy(&samples, &classes), test_accuracy))
 }
 
 /// A results file may replace an earlier results file of the same kind, never another file

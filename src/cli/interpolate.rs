@@ -44,14 +44,15 @@ pub struct InterpolateArgs {
     pub sample_splits: bool,
 }
 
-pub(super) fn cmd_interpolate<F, D: CliDevice>(
+pub(super) fn cmd_interpolate<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     args: &InterpolateArgs,
 ) -> Result<(), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
+    unconditional_only::<K>("interpolate", name)?;
     use rand::{Rng, SeedableRng};
     if args.pairs == 0 {
         return Err(failed("--pairs must be at least 1"));

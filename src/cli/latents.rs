@@ -29,14 +29,15 @@ pub struct LatentsArgs {
 /// Samples per row of `latents`: the tutorial's 8.
 pub const LATENT_ROW: usize = 8;
 
-pub(super) fn cmd_latents<F, D: CliDevice>(
+pub(super) fn cmd_latents<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     args: &LatentsArgs,
 ) -> Result<(), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
+    unconditional_only::<K>("latents", name)?;
     if args.rows == 0 {
         return Err(failed("--rows must be at least 1"));
     }

@@ -63,8 +63,8 @@ pub(super) fn read_images(path: &Path, name: &str) -> Result<Vec<f32>, CliError>
 
 /// `log p(x)` per image of `images` (values 0..255) with dequantization noise `noise`, both
 /// laid out as (N, 1, 28, 28): the library call behind `loglik`.
-pub fn log_likelihoods<F, D: CliDevice>(
-    model: &ImageFlow<F>,
+pub fn log_likelihoods<F, D: CliDevice, const K: usize>(
+    model: &ImageFlow<F, K>,
     dev: &D,
     images: &[f32],
     noise: &[f32],
@@ -84,14 +84,15 @@ where
         .collect())
 }
 
-pub(super) fn cmd_loglik<F, D: CliDevice>(
+pub(super) fn cmd_loglik<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     args: &LoglikArgs,
 ) -> Result<(), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {
+    unconditional_only::<K>("loglik", name)?;
     let (dev, model) = open_model(name, build, 0, &args.weights)?;
     let images = read_images(&args.inputs, "images")?;
     let noise = read_images(&args.inputs, "noise")?;

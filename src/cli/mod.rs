@@ -12,6 +12,7 @@
 //! cargo run --release --example multiscale -- latents --checkpoint runs/multiscale --out shared.png
 //! cargo run --release --example vardeq -- dequant-hist --checkpoint runs/vardeq --out hist.png
 //! cargo run --release --example simple -- charts --out-dir charts --checkpoint runs/simple
+//! cargo run --release --example class_glow -- sample --checkpoint runs/class-glow --class 7 --out 7s.png
 //! ```
 pub mod progress;
 
@@ -21,6 +22,7 @@ mod eval;
 mod interpolate;
 mod latents;
 mod loglik;
+mod nearest_class_mean;
 mod sample;
 mod train;
 mod weights;
@@ -44,7 +46,7 @@ use crate::flow::FlowDevice;
 use crate::flow::{Flow, FlowCtx, ImgShape, LayerInfo};
 use crate::image_flow::ImageFlow;
 use crate::shape::Img;
-use crate::train::{evaluate_bpd, train_with, RunDir, TrainConfig, TrainError};
+use crate::train::{evaluate_bpd, train_with, Images, RunDir, TrainConfig, TrainError};
 use crate::viz::{save_grid, to_bytes, GridStyle};
 use clap::{Args, Parser, Subcommand};
 use dfdx::prelude::*;
@@ -96,10 +98,12 @@ pub enum Command {
     Charts(ChartsArgs),
 }
 
-/// A model as the command line runs it: how to build it on any device.
+/// A model as the command line runs it: how to build it on any device. `K` is its number of
+/// classes: 0 (the default) for an unconditional model, which [`run`] takes; a
+/// class-conditional model ([`ImageFlow<F, K>`]) goes to [`run_conditional`].
 ///
-/// The examples pass [`Simple`], [`VarDeq`] or [`Multiscale`] to [`run`]; your own model works
-/// the same way:
+/// The examples pass [`Simple`], [`VarDeq`], [`Multiscale`] or [`Glow`] to [`run`]; your own
+/// model works the same way:
 ///
 /// ```
 /// use dfdx_flows::cli::CliModel;
@@ -115,12 +119,12 @@ pub enum Command {
 /// }
 /// // fn main() -> std::process::ExitCode { dfdx_flows::cli::run::<Small>("small") }
 /// ```
-pub trait CliModel {
+pub trait CliModel<const K: usize = 0> {
     /// The flow on device `D`: a [`Chain`](crate::Chain) on 1×28×28 images ([`FirstLayer`]:
     /// `dequant-hist` runs its first layer alone).
     type Flow<D: FlowDevice<f32>>: Flow<f32, D, In = Img<1, 28, 28>> + FirstLayer<f32, D>;
     /// A fresh model on `dev`.
-    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>>, D::Err>;
+    fn build<D: FlowDevice<f32>>(dev: &D) -> Result<ImageFlow<Self::Flow<D>, K>, D::Err>;
 }
 
 /// The tutorial's simple flow ([`SimpleFlow`](crate::models::SimpleFlow)) for [`run`].
@@ -131,6 +135,30 @@ pub struct VarDeq;
 pub struct Multiscale;
 /// Glow for MNIST ([`GlowFlow`](crate::models::GlowFlow), default size).
 pub struct Glow;
+/// The multi-scale flow conditioned on MNIST's 10 digits
+/// ([`ClassMultiscaleFlow`](crate::models::ClassMultiscaleFlow)), for [`run_conditional`].
+pub struct ClassMultiscale;
+/// Glow conditioned on MNIST's 10 digits ([`ClassGlowFlow`](crate::models::ClassGlowFlow),
+/// default size), for [`run_conditional`].
+pub struct ClassGlow;
+
+impl CliModel<{ crate::models::MNIST_CLASSES }> for ClassMultiscale {
+    type Flow<D: FlowDevice<f32>> = crate::models::ClassMultiscaleFlow<f32, D>;
+    fn build<D: FlowDevice<f32>>(
+        dev: &D,
+    ) -> Result<ImageFlow<Self::Flow<D>, { crate::models::MNIST_CLASSES }>, D::Err> {
+        crate::models::class_multiscale_flow(dev)
+    }
+}
+
+impl CliModel<{ crate::models::MNIST_CLASSES }> for ClassGlow {
+    type Flow<D: FlowDevice<f32>> = crate::models::ClassGlowFlow<f32, D>;
+    fn build<D: FlowDevice<f32>>(
+        dev: &D,
+    ) -> Result<ImageFlow<Self::Flow<D>, { crate::models::MNIST_CLASSES }>, D::Err> {
+        crate::models::class_glow_flow(dev)
+    }
+}
 
 impl CliModel for Glow {
     type Flow<D: FlowDevice<f32>> = crate::models::GlowFlow<f32, D>;
@@ -168,7 +196,14 @@ impl<D: FlowDevice<f32> + OpenDevice> CliDevice for D {}
 /// arguments, and turns the outcome into the exit status: 0, 1 with one line on stderr, or
 /// 130 after Ctrl-C.
 pub fn run<M: CliModel>(name: &str) -> ExitCode {
-    match run_cli::<M>(name, Cli::parse()) {
+    run_conditional::<M, 0>(name)
+}
+
+/// [`run`] for a model on `K` classes: `train` learns from MNIST's labels, `sample --class`
+/// draws a digit (without it, one row per class), `eval` reports the bpd of `log p(x | y)` and
+/// of `log p(x) = log Σ_y p(x | y) / K` and how often the flow, used as a classifier, is right.
+pub fn run_conditional<M: CliModel<K>, const K: usize>(name: &str) -> ExitCode {
+    match run_cli::<M, K>(name, Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Interrupted(msg)) => {
             eprintln!("{msg}");
@@ -189,19 +224,29 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(|e| CliError::Failed(e.to_string()))?;
-    run_cli::<M>(name, cli)
+    run_conditional_from::<M, 0, I, T>(name, args)
 }
 
-fn run_cli<M: CliModel>(name: &str, cli: Cli) -> Result<(), CliError> {
+/// [`run_from`] for a model on `K` classes (see [`run_conditional`]).
+pub fn run_conditional_from<M, const K: usize, I, T>(name: &str, args: I) -> Result<(), CliError>
+where
+    M: CliModel<K>,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| CliError::Failed(e.to_string()))?;
+    run_cli::<M, K>(name, cli)
+}
+
+fn run_cli<M: CliModel<K>, const K: usize>(name: &str, cli: Cli) -> Result<(), CliError> {
     // The charts need no model and no device.
     if let Some(Command::Charts(args)) = &cli.command {
         return cmd_charts(args);
     }
     match cli.device.resolve()? {
-        Resolved::Cpu => dispatch::<M::Flow<Cpu>, Cpu>(name, M::build::<Cpu>, cli.command),
+        Resolved::Cpu => dispatch::<M::Flow<Cpu>, Cpu, K>(name, M::build::<Cpu>, cli.command),
         #[cfg(feature = "cuda")]
-        Resolved::Cuda => dispatch::<M::Flow<Cuda>, Cuda>(name, M::build::<Cuda>, cli.command),
+        Resolved::Cuda => dispatch::<M::Flow<Cuda>, Cuda, K>(name, M::build::<Cuda>, cli.command),
         #[cfg(not(feature = "cuda"))]
         Resolved::Cuda => Err(DeviceError::NotBuilt.into()),
     }
@@ -239,9 +284,9 @@ impl From<DeviceError> for CliError {
     }
 }
 
-fn dispatch<F, D: CliDevice>(
+fn dispatch<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     command: Option<Command>,
 ) -> Result<(), CliError>
 where
@@ -274,7 +319,9 @@ where
                 build,
                 &SampleArgs {
                     weights: WeightsArgs::checkpoint(out),
-                    n: 16,
+                    // One row of 8 a class for a class-conditional model.
+                    n: if K == 0 { 16 } else { 8 },
+                    class: None,
                     out: samples,
                     seed: 44,
                     temperature: 1.0,
@@ -331,13 +378,26 @@ pub fn find_weights(path: &Path) -> Result<PathBuf, CliError> {
     )))
 }
 
+/// Fails for a class-conditional model (`K > 0`): `command` has no option yet to give the
+/// class of each image.
+fn unconditional_only<const K: usize>(command: &str, name: &str) -> Result<(), CliError> {
+    if K == 0 {
+        return Ok(());
+    }
+    Err(failed(format!(
+        "`{command}` does not take class-conditional models yet: `{name}` needs the class of \
+         each image, which `{command}` has no option for (`train`, `sample --class`, `eval`, \
+         `info` and `dequant-hist` do take them)"
+    )))
+}
+
 /// Opens the device (seeded) and builds the model on it with the weights found at `path`.
-fn open_model<F, D: CliDevice>(
+fn open_model<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     seed: u64,
     path: &Path,
-) -> Result<(D, ImageFlow<F>), CliError>
+) -> Result<(D, ImageFlow<F, K>), CliError>
 where
     F: Flow<f32, D, In = Img<1, 28, 28>>,
 {

@@ -58,9 +58,9 @@ impl Default for TrainArgs {
 }
 
 /// `resume_hint` completes the Ctrl-C message: how to continue.
-pub(super) fn cmd_train<F, D: CliDevice>(
+pub(super) fn cmd_train<F, D: CliDevice, const K: usize>(
     name: &str,
-    build: fn(&D) -> Result<ImageFlow<F>, D::Err>,
+    build: fn(&D) -> Result<ImageFlow<F, K>, D::Err>,
     args: &TrainArgs,
     resume_hint: &str,
 ) -> Result<(), CliError>
@@ -92,6 +92,11 @@ where
             .collect()
     };
     let (train_px, val_px) = (pixels(Subset::Train), pixels(Subset::Validation));
+    // The labels, for a class-conditional model (an unconditional one ignores them).
+    let (train_labels, val_labels) = (
+        mnist.split(Subset::Train).labels(),
+        mnist.split(Subset::Validation).labels(),
+    );
     let dev = D::open(args.seed)?;
     let mut model = build(&dev).map_err(failed)?;
     let config = TrainConfig {
@@ -128,8 +133,8 @@ where
         &mut model,
         name,
         &dev,
-        &train_px,
-        &val_px,
+        Images::labelled(&train_px, &train_labels),
+        Images::labelled(&val_px, &val_labels),
         &config,
         &RunDir(out.clone()),
         args.resume,

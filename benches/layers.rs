@@ -266,11 +266,43 @@ fn size_scaling(c: &mut Criterion) {
     group.finish();
 }
 
+/// Glow's coupling network at `GlowFlow`'s first level (2 → 64 → 4 channels, 14×14) as one
+/// fused op (what the couplings use on the CPU) and as the chain of its layers' ops.
+fn glow_network(c: &mut Criterion) {
+    type Net = GlowNet<Const<2>, 64, Const<4>, 14, 14, f32, Dev>;
+    let dev = device();
+    let mut net = dev.build_module::<Net, f32>();
+    dfdx_flows::testing::perturb_params(&mut net, 0.1).unwrap();
+    let x: Tensor<(usize, Const<2>, Const<14>, Const<14>), f32, Dev> =
+        dev.sample_normal_like(&(BATCH, Const, Const, Const));
+    let mut group = c.benchmark_group("glow net 2->64->4 14x14");
+    group.sample_size(10);
+    for fused in [true, false] {
+        let name = if fused { "fused" } else { "chain of ops" };
+        let mut grads = Some(net.alloc_grads());
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| {
+                let x = x.clone().traced(grads.take().unwrap());
+                let y = if fused {
+                    net.try_apply_with(x, None).unwrap()
+                } else {
+                    net.try_apply_composed(x, None).unwrap()
+                };
+                let mut g = y.sum().backward();
+                net.zero_grads(&mut g);
+                grads = Some(g);
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     layers,
     conv,
     glow_convs,
+    glow_network,
     network,
     batch_scaling,
     size_scaling

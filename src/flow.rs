@@ -4,16 +4,17 @@ use crate::classes::{ClassBatch, Labels};
 pub use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::layers::coupling_op::AffineCouplingOps;
-use crate::nn::NetDevice;
+use crate::nn::{GlowNetOps, NetDevice};
 use crate::shape::describe_img;
 use dfdx::prelude::*;
 
 /// The devices flows run on: dfdx's `Cpu` (and `Cuda` with feature `cuda`). Beyond dfdx's
 /// `Device`, the ops of the conditioner networks ([`NetDevice`]: convolution, fused elementwise
-/// ops, the whole network) and the affine coupling transform ([`AffineCouplingOps`]), whose
-/// default methods compose dfdx ops and which the CPU overrides with its own kernels.
-pub trait FlowDevice<E: FlowDtype>: NetDevice<E> + AffineCouplingOps<E> {}
-impl<E: FlowDtype, D: NetDevice<E> + AffineCouplingOps<E>> FlowDevice<E> for D {}
+/// ops, the whole network; Glow's network, [`GlowNetOps`]) and the affine coupling transform
+/// ([`AffineCouplingOps`]), whose default methods compose dfdx ops and which the CPU
+/// overrides with its own kernels.
+pub trait FlowDevice<E: FlowDtype>: NetDevice<E> + AffineCouplingOps<E> + GlowNetOps<E> {}
+impl<E: FlowDtype, D: NetDevice<E> + AffineCouplingOps<E> + GlowNetOps<E>> FlowDevice<E> for D {}
 
 /// The log-determinant accumulator: one value per image of the batch.
 pub type Ldj<E, D, T> = Tensor<(usize,), E, D, T>;

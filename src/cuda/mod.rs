@@ -12,7 +12,7 @@ pub(crate) mod driver;
 #[cfg(feature = "cuda")]
 mod op_defaults {
     use crate::layers::AffineCouplingOps;
-    use crate::nn::{FusedOps, NetDevice};
+    use crate::nn::{FusedOps, GlowNetOps, NetDevice};
     use dfdx::tensor::Cuda;
 
     impl FusedOps<f32> for Cuda {}
@@ -21,4 +21,6 @@ mod op_defaults {
     impl NetDevice<f64> for Cuda {}
     impl AffineCouplingOps<f32> for Cuda {}
     impl AffineCouplingOps<f64> for Cuda {}
+    impl GlowNetOps<f32> for Cuda {}
+    impl GlowNetOps<f64> for Cuda {}
 }

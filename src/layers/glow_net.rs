@@ -3,7 +3,7 @@ use crate::dtype::FlowDtype;
 use crate::error::FlowError;
 use crate::flow::FlowDevice;
 use crate::layers::ActNorm;
-use crate::nn::{Conv2d, ZeroConv2d};
+use crate::nn::{glow_net_op::glow_net_composed, Conv2d, GlowNetParams, ZeroConv2d};
 use dfdx::prelude::*;
 
 /// Glow's coupling network on `H`×`W` images: a 3×3 convolution to `HIDDEN` channels, ActNorm,
@@ -93,20 +93,40 @@ where
         self.try_apply_with(x, None)
     }
 
-    /// Applies the network with `hidden_bias` (one row of `HIDDEN` values per image, e.g. a
-    /// class embedding) added to every position of the first convolution's output: the same as
-    /// giving the rows to the network as constant extra input channels through a 1×1
-    /// convolution, without widening its first convolution.
+    /// Applies the network (one op on the CPU: [`GlowNetOps`](crate::nn::GlowNetOps)) with
+    /// `hidden_bias` (one row of `HIDDEN` values per image, e.g. a class embedding) added to
+    /// every position of the first convolution's output: the same as giving the rows to the
+    /// network as constant extra input channels through a 1×1 convolution, without widening its
+    /// first convolution.
     pub fn try_apply_with<T: Tape<E, D>>(
         &self,
         x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D, T>,
         hidden_bias: Option<Tensor<(usize, Const<HIDDEN>), E, D, T>>,
     ) -> Result<Tensor<(usize, COut, Const<H>, Const<W>), E, D, T>, D::Err> {
-        let h = with_bias(self.conv_in.try_forward(x)?, hidden_bias)?;
-        let h = self.norm_in.try_normalize_relu(h)?;
-        let h = self.conv_mid.try_forward(h)?;
-        let h = self.norm_mid.try_normalize_relu(h)?;
-        self.conv_out.try_apply(h)
+        D::try_glow_net(self.params(), x, hidden_bias)
+    }
+
+    /// The network's parameters as the op [`GlowNetOps`](crate::nn::GlowNetOps) takes them.
+    pub fn params(&self) -> GlowNetParams<'_, CIn, HIDDEN, COut, E, D> {
+        GlowNetParams {
+            conv_in: &self.conv_in,
+            norm_in_loc: &self.norm_in.loc,
+            norm_in_logs: &self.norm_in.logs,
+            conv_mid: &self.conv_mid,
+            norm_mid_loc: &self.norm_mid.loc,
+            norm_mid_logs: &self.norm_mid.logs,
+            conv_out: &self.conv_out,
+        }
+    }
+
+    /// [`GlowNet::try_apply_with`] as the chain of its layers' ops on any device (what `Cuda`
+    /// runs; the reference of the CPU's fused op).
+    pub fn try_apply_composed<T: Tape<E, D>>(
+        &self,
+        x: Tensor<(usize, CIn, Const<H>, Const<W>), E, D, T>,
+        hidden_bias: Option<Tensor<(usize, Const<HIDDEN>), E, D, T>>,
+    ) -> Result<Tensor<(usize, COut, Const<H>, Const<W>), E, D, T>, D::Err> {
+        glow_net_composed(self.params(), x, hidden_bias)
     }
 
     /// Whether an ActNorm of the network waits for its initialisation.

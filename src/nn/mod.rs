@@ -9,6 +9,7 @@ pub mod conv;
 pub(crate) mod conv_compose;
 pub mod fused;
 pub mod gated;
+pub mod glow_net_op;
 pub mod zero_conv;
 
 pub use conv::ConvDevice;
@@ -16,4 +17,5 @@ pub use fused::FusedOps;
 pub use gated::{
     ConcatElu, Conditioner, Conv2d, GatedConv, GatedConvNet, LayerNormChannels, NetDevice,
 };
+pub use glow_net_op::{GlowNetOps, GlowNetParams};
 pub use zero_conv::ZeroConv2d;

@@ -178,22 +178,13 @@ impl NetDims {
     }
     /// Scratch of the network's largest convolution, forward and backward.
     fn conv_scratch(&self, backward: bool) -> usize {
-        [
+        let convs = [
             self.first(),
             self.block_in(),
             self.block_gate(),
             self.last(),
-        ]
-        .iter()
-        .map(|c| {
-            if backward {
-                c.backward_scratch()
-            } else {
-                c.forward_scratch()
-            }
-        })
-        .max()
-        .unwrap_or(0)
+        ];
+        ConvDims::largest_scratch(&convs, backward)
     }
     fn forward_scratch(&self) -> usize {
         self.conv_scratch(false) + 2 * self.hidden * self.hw() + self.block_kept()

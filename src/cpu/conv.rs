@@ -49,6 +49,21 @@ impl ConvDims {
             self.direct_backward_scratch()
         }
     }
+    /// The most scratch any of `convs` needs, forward or (`backward`) backward: what a fused
+    /// network that runs them one after another in one buffer takes for them.
+    pub(crate) fn largest_scratch(convs: &[ConvDims], backward: bool) -> usize {
+        convs
+            .iter()
+            .map(|c| {
+                if backward {
+                    c.backward_scratch()
+                } else {
+                    c.forward_scratch()
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A convolution's weight as the per-image kernels read it: its values ((c_out, c_in, K, K)) and,

@@ -61,17 +61,7 @@ impl GlowDims {
     }
     /// Scratch of the network's largest convolution, forward or backward.
     fn conv_scratch(&self, backward: bool) -> usize {
-        [self.first(), self.mid(), self.last()]
-            .iter()
-            .map(|c| {
-                if backward {
-                    c.backward_scratch()
-                } else {
-                    c.forward_scratch()
-                }
-            })
-            .max()
-            .unwrap_or(0)
+        ConvDims::largest_scratch(&[self.first(), self.mid(), self.last()], backward)
     }
     /// Values kept per image for the backward pass: the two ActNorm + ReLU outputs.
     fn kept_per_image(&self) -> usize {
